@@ -1,0 +1,73 @@
+//! Command-line interface (clap). Exit codes: 0 ok, 1 check failed, 2 usage or input error.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use probe::HumanDuration;
+
+/// netprobe: network health checks with kubelet probe semantics, history, metrics and an API.
+#[derive(Debug, Parser)]
+#[command(name = "netprobe", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log filter (tracing EnvFilter syntax, e.g. `info`, `netprobe=debug`).
+    #[arg(long, global = true, env = "NETPROBE_LOG", default_value = "info")]
+    pub log: String,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true, env = "NETPROBE_LOG_JSON")]
+    pub log_json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the checks of a config file: schedule probes, keep history, serve the API and metrics.
+    Run {
+        /// Config file (YAML).
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        /// Override `server.listen`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Upper bound on probes running at once.
+        #[arg(long, default_value_t = 4096)]
+        max_in_flight: usize,
+    },
+    /// Check a config file without running it; exit 2 with file:line:column on error.
+    Validate {
+        /// Config file (YAML).
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Probe one target once and print what happened, phase by phase; exit 0 success, 1 failure.
+    Check {
+        /// `icmp://HOST`, `tcp://HOST:PORT`, `http(s)://…`, `dns://SERVER[:PORT]/NAME?type=A`,
+        /// `grpc://HOST:PORT[/SERVICE]`.
+        target: String,
+        /// ICMP echoes to send.
+        #[arg(long)]
+        count: Option<u32>,
+        /// Bound on the whole probe.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        timeout: HumanDuration,
+        /// A Gatus-style condition that must hold (repeatable), e.g. `[STATUS] == 200`.
+        #[arg(long = "condition")]
+        conditions: Vec<String>,
+        /// HTTPS: do not verify the server certificate (as the kubelet's httpGet).
+        #[arg(long)]
+        insecure: bool,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<HumanDuration, String> {
+    HumanDuration::parse(s)
+}

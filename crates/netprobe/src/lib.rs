@@ -1,0 +1,17 @@
+//! netprobe: scheduled health checks with kubelet probe semantics, history, metrics and an API.
+//!
+//! Data flow: [`config`] → probers (`probe` crate) → [`scheduler`] → outcome → [`conditions`] →
+//! [`state`] (thresholds) → store / [`metrics`] / logs; [`server`] reads the live state and the store.
+#![deny(missing_docs)]
+
+pub mod check;
+pub mod cli;
+pub mod conditions;
+pub mod config;
+pub mod logging;
+pub mod metrics;
+pub mod oneshot;
+pub mod run;
+pub mod scheduler;
+pub mod server;
+pub mod state;

@@ -1,0 +1,50 @@
+//! The `netprobe` command. Exit codes: 0 ok, 1 check failed, 2 usage or input error.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use netprobe::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    netprobe::logging::init(&cli.log, cli.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("netprobe: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = runtime.block_on(async {
+        match cli.command {
+            Command::Run {
+                config,
+                listen,
+                max_in_flight,
+            } => netprobe::run::run(&config, listen, max_in_flight).await,
+            Command::Validate { config, json } => netprobe::oneshot::validate(&config, json),
+            Command::Check {
+                target,
+                count,
+                timeout,
+                conditions,
+                insecure,
+                json,
+            } => {
+                let args = netprobe::oneshot::CheckArgs {
+                    target,
+                    count,
+                    timeout: timeout.0,
+                    conditions,
+                    insecure,
+                    json,
+                };
+                netprobe::oneshot::check(args).await
+            }
+        }
+    });
+    ExitCode::from(code)
+}

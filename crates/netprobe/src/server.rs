@@ -1,0 +1,322 @@
+//! The HTTP server: JSON API under `/api/v1`, `/healthz`, `/readyz` and `/metrics` (axum).
+//!
+//! Errors are `{"error": "..."}` with a 4xx/5xx status. Results and events are read from the store,
+//! which the batching writer fills at most one flush interval (1 s) behind the live state.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use store::Store;
+
+use crate::check::{CheckRuntime, CheckView};
+use crate::metrics::Metrics;
+
+/// Default and maximum `limit` of the results/events endpoints.
+pub const DEFAULT_LIMIT: u32 = 100;
+/// Largest accepted `limit`.
+pub const MAX_LIMIT: u32 = 10_000;
+
+/// Refreshes metrics mirrored from elsewhere (store counters) just before a scrape.
+pub type ScrapeHook = Box<dyn Fn(&Metrics) + Send + Sync>;
+
+/// Everything the handlers read.
+pub struct AppState {
+    checks: Vec<Arc<CheckRuntime>>,
+    by_name: HashMap<String, usize>,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    ready: AtomicBool,
+    before_scrape: Option<ScrapeHook>,
+}
+
+impl AppState {
+    /// Builds the state; `before_scrape` refreshes metrics mirrored from elsewhere (store counters).
+    pub fn new(
+        checks: Vec<Arc<CheckRuntime>>,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        before_scrape: Option<ScrapeHook>,
+    ) -> Self {
+        let by_name = checks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.spec.name.clone(), i))
+            .collect();
+        AppState {
+            checks,
+            by_name,
+            store,
+            metrics,
+            ready: AtomicBool::new(false),
+            before_scrape,
+        }
+    }
+
+    /// Marks the daemon ready (`/readyz` → 200) or not.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    fn check(&self, name: &str) -> Result<&Arc<CheckRuntime>, ApiError> {
+        self.by_name
+            .get(name)
+            .and_then(|&i| self.checks.get(i))
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no check named {name:?}")))
+    }
+}
+
+/// The router with every route.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/api/v1/checks", get(list_checks))
+        .route("/api/v1/checks/{name}", get(get_check))
+        .route("/api/v1/checks/{name}/results", get(get_results))
+        .route("/api/v1/checks/{name}/events", get(get_events))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint".to_owned()) })
+        .with_state(state)
+}
+
+/// An API error rendered as `{"error": message}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: String) -> Self {
+        ApiError { status, message }
+    }
+
+    fn bad_request(message: String) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+async fn list_checks(State(st): State<Arc<AppState>>) -> axum::Json<Vec<CheckView>> {
+    axum::Json(st.checks.iter().map(|c| c.view()).collect())
+}
+
+async fn get_check(
+    State(st): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(axum::Json(st.check(&name)?.view()).into_response())
+}
+
+/// `since` (Unix ms, or a duration ago such as `15m`) and `limit` (1..=10000, default 100).
+#[derive(Debug, PartialEq, Eq)]
+struct Window {
+    since_ms: Option<i64>,
+    limit: u32,
+}
+
+fn parse_window(params: &HashMap<String, String>, now_ms: i64) -> Result<Window, ApiError> {
+    if let Some(key) = params.keys().find(|k| *k != "since" && *k != "limit") {
+        return Err(ApiError::bad_request(format!(
+            "unknown query parameter {key:?}; expected since, limit"
+        )));
+    }
+    let since_ms = match params.get("since") {
+        None => None,
+        Some(s) => Some(match s.parse::<i64>() {
+            Ok(ms) if ms >= 0 => ms,
+            Ok(_) => {
+                return Err(ApiError::bad_request(format!(
+                    "since must not be negative, got {s}"
+                )));
+            }
+            Err(_) => {
+                let ago = probe::HumanDuration::parse(s).map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "invalid since {s:?}: expected Unix milliseconds or a duration ago like 15m"
+                    ))
+                })?;
+                now_ms
+                    - i64::try_from(ago.0.as_millis())
+                        .unwrap_or(i64::MAX)
+                        .min(now_ms)
+            }
+        }),
+    };
+    let limit = match params.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(s) => match s.parse::<u32>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "invalid limit {s:?}: expected 1..={MAX_LIMIT}"
+                )));
+            }
+        },
+    };
+    Ok(Window { since_ms, limit })
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as i64
+}
+
+#[derive(Clone, Copy)]
+enum History {
+    Results,
+    Events,
+}
+
+async fn history(
+    st: &AppState,
+    name: &str,
+    params: &HashMap<String, String>,
+    what: History,
+) -> Result<Response, ApiError> {
+    st.check(name)?;
+    let w = parse_window(params, now_ms())?;
+    let response = match what {
+        History::Results => axum::Json(
+            st.store
+                .results(name, w.since_ms, w.limit)
+                .await
+                .map_err(store_error)?,
+        )
+        .into_response(),
+        History::Events => axum::Json(
+            st.store
+                .events(name, w.since_ms, w.limit)
+                .await
+                .map_err(store_error)?,
+        )
+        .into_response(),
+    };
+    Ok(response)
+}
+
+async fn get_results(
+    State(st): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    history(&st, &name, &params, History::Results).await
+}
+
+async fn get_events(
+    State(st): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    history(&st, &name, &params, History::Events).await
+}
+
+fn store_error(e: store::StoreError) -> ApiError {
+    tracing::warn!(error = %e, "Store read failed.");
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}"))
+}
+
+async fn readyz(State(st): State<Arc<AppState>>) -> Response {
+    if st.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not ready".to_owned()).into_response()
+    }
+}
+
+/// `/metrics`: OpenMetrics when the scraper asks for it (Prometheus does), else the Prometheus text
+/// format 0.0.4.
+async fn metrics(State(st): State<Arc<AppState>>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(refresh) = &st.before_scrape {
+        refresh(&st.metrics);
+    }
+    let wants_openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    if wants_openmetrics {
+        let ct = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+        (
+            [(header::CONTENT_TYPE, ct)],
+            st.metrics.encode_openmetrics(),
+        )
+            .into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            st.metrics.encode(),
+        )
+            .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn window_parsing() {
+        let now = 1_000_000;
+        assert_eq!(
+            parse_window(&params(&[]), now).unwrap(),
+            Window {
+                since_ms: None,
+                limit: DEFAULT_LIMIT
+            }
+        );
+        assert_eq!(
+            parse_window(&params(&[("since", "5000"), ("limit", "7")]), now).unwrap(),
+            Window {
+                since_ms: Some(5000),
+                limit: 7
+            }
+        );
+        assert_eq!(
+            parse_window(&params(&[("since", "10s")]), now)
+                .unwrap()
+                .since_ms,
+            Some(990_000)
+        );
+        for bad in [
+            ("since", "yesterday"),
+            ("since", "-5"),
+            ("limit", "0"),
+            ("limit", "x"),
+            ("limit", "10001"),
+        ] {
+            let err = parse_window(&params(&[bad]), now).unwrap_err();
+            assert_eq!(err.status, StatusCode::BAD_REQUEST, "{bad:?}");
+        }
+        assert!(
+            parse_window(&params(&[("sinse", "1")]), now)
+                .unwrap_err()
+                .message
+                .contains("sinse")
+        );
+    }
+}

@@ -1,0 +1,410 @@
+//! The embedded SQLite backend (bundled SQLite through sqlx).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::{EventRecord, ResultRecord, Store, StoreError};
+
+/// Schema migrations, embedded at compile time from `crates/store/migrations/sqlite/`.
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// How long a statement waits for another connection's write lock before failing with
+/// `SQLITE_BUSY`. Generous: the only other writer is a prune chunk or another process (a CLI
+/// verb reading the same file).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Read connections. WAL lets readers run next to the single writer without blocking it.
+const READERS: u32 = 4;
+
+/// Rows deleted per prune transaction, so the write lock is released between chunks.
+const PRUNE_CHUNK: i64 = 5_000;
+
+/// Upper bound on prune chunks per table per call (5 000 × 100 000 = 5 × 10⁸ rows); only a
+/// concurrent writer inserting old rows forever could reach it.
+const PRUNE_MAX_CHUNKS: u32 = 100_000;
+
+/// SQLite primary result codes (<https://www.sqlite.org/rescode.html>) that mean the file is not
+/// a usable database.
+const SQLITE_CORRUPT: i32 = 11;
+const SQLITE_NOTADB: i32 = 26;
+
+const INSERT_RESULT: &str = "INSERT INTO results \
+    (check_name, started_at_ms, success, reason, message, duration_seconds, details) \
+    VALUES (?, ?, ?, ?, ?, ?, ?)";
+const INSERT_EVENT: &str = "INSERT INTO events \
+    (check_name, at_ms, from_state, to_state, message, results) VALUES (?, ?, ?, ?, ?, ?)";
+const SELECT_RESULTS: &str = "SELECT id, check_name, started_at_ms, success, reason, message, \
+    duration_seconds, details FROM results WHERE check_name = ? AND started_at_ms >= ? \
+    ORDER BY started_at_ms DESC, id DESC LIMIT ?";
+const SELECT_EVENTS: &str = "SELECT id, check_name, at_ms, from_state, to_state, message, \
+    results FROM events WHERE check_name = ? AND at_ms >= ? ORDER BY at_ms DESC, id DESC LIMIT ?";
+const PRUNE_RESULTS: &str = "DELETE FROM results WHERE id IN \
+    (SELECT id FROM results WHERE started_at_ms < ? LIMIT ?)";
+const PRUNE_EVENTS: &str =
+    "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at_ms < ? LIMIT ?)";
+
+/// The SQLite history store: one file (plus its `-wal` and `-shm` companions).
+///
+/// Writes go through a pool of exactly one connection, because SQLite allows one writer at a
+/// time and a single connection never waits on itself; reads use a separate small pool, which WAL
+/// lets run concurrently with the writer. See the crate docs for the schema and durability.
+#[derive(Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: SqlitePool,
+    readers: SqlitePool,
+}
+
+#[derive(sqlx::FromRow)]
+struct ResultRow {
+    id: i64,
+    check_name: String,
+    started_at_ms: i64,
+    success: bool,
+    reason: Option<String>,
+    message: String,
+    duration_seconds: f64,
+    details: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    id: i64,
+    check_name: String,
+    at_ms: i64,
+    from_state: String,
+    to_state: String,
+    message: String,
+    results: String,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing, with its parent directory) the database at `path`, applies
+    /// pending migrations and returns the store.
+    ///
+    /// Connections use WAL journal mode, `synchronous = NORMAL`, foreign keys on and a 5 s busy
+    /// timeout. If the filesystem refuses WAL (some network filesystems), SQLite keeps its
+    /// rollback journal; that is logged as a warning and the store still works.
+    ///
+    /// Errors: [`StoreError::CreateDir`], [`StoreError::Open`] (e.g. permissions, `path` is a
+    /// directory), [`StoreError::Corrupt`] (not an SQLite file, damaged header or schema),
+    /// [`StoreError::Migrate`] (e.g. written by a newer netprobe).
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|source| StoreError::CreateDir {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+
+        let open_err = |source: sqlx::Error| match corrupt_detail(&source) {
+            Some(detail) => StoreError::Corrupt {
+                path: path.to_path_buf(),
+                detail,
+            },
+            None => StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            },
+        };
+        // min_connections(1): the writer connection is opened here, so a bad path or a
+        // non-database file fails `open` instead of the first write.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(open_err)?;
+
+        let store = Self {
+            path: path.to_path_buf(),
+            readers: SqlitePoolOptions::new()
+                .max_connections(READERS)
+                .min_connections(0)
+                .connect_lazy_with(options),
+            writer,
+        };
+        if let Err(e) = store.migrate().await {
+            store.close_pools().await;
+            return Err(e);
+        }
+
+        let mode: Result<String, _> = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&store.writer)
+            .await;
+        match mode {
+            Ok(m) if m.eq_ignore_ascii_case("wal") => {}
+            Ok(m) => tracing::warn!(
+                path = %path.display(),
+                journal_mode = %m,
+                "SQLite refused WAL mode; writes block readers and commits are slower"
+            ),
+            Err(e) => {
+                store.close_pools().await;
+                return Err(store.query_err("read journal mode", e));
+            }
+        }
+        tracing::debug!(path = %path.display(), "store opened");
+        Ok(store)
+    }
+
+    /// The database file this store was opened on.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `PRAGMA integrity_check` (<https://www.sqlite.org/pragma.html#pragma_integrity_check>)
+    /// over the whole file. It reads every page, so it takes time proportional to the size of the
+    /// database; meant for a startup or CLI check, not for every request.
+    ///
+    /// Errors: [`StoreError::Corrupt`] with the first problems SQLite reports, or a query error.
+    pub async fn integrity_check(&self) -> Result<(), StoreError> {
+        let lines: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check(20)")
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| self.query_err("integrity check", e))?;
+        if lines.len() == 1 && lines[0] == "ok" {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: lines.join("; "),
+            })
+        }
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.writer).await.map_err(|source| {
+            let inner = match &source {
+                MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _) => {
+                    corrupt_detail(e)
+                }
+                _ => None,
+            };
+            match inner {
+                Some(detail) => StoreError::Corrupt {
+                    path: self.path.clone(),
+                    detail,
+                },
+                None => StoreError::Migrate {
+                    location: self.path.display().to_string(),
+                    source,
+                },
+            }
+        })
+    }
+
+    async fn close_pools(&self) {
+        self.writer.close().await;
+        self.readers.close().await;
+    }
+
+    fn query_err(&self, op: &'static str, source: sqlx::Error) -> StoreError {
+        if matches!(source, sqlx::Error::PoolClosed) {
+            return StoreError::Closed;
+        }
+        match corrupt_detail(&source) {
+            Some(detail) => StoreError::Corrupt {
+                path: self.path.clone(),
+                detail,
+            },
+            None => StoreError::Query { op, source },
+        }
+    }
+
+    async fn prune_table(&self, sql: &'static str, older_than_ms: i64) -> Result<u64, StoreError> {
+        let mut total = 0u64;
+        for _ in 0..PRUNE_MAX_CHUNKS {
+            let done = sqlx::query(sql)
+                .bind(older_than_ms)
+                .bind(PRUNE_CHUNK)
+                .execute(&self.writer)
+                .await
+                .map_err(|e| self.query_err("prune", e))?
+                .rows_affected();
+            total += done;
+            if done < PRUNE_CHUNK.unsigned_abs() {
+                break;
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// `Some(message)` if `e` says the file is not a database or is damaged.
+fn corrupt_detail(e: &sqlx::Error) -> Option<String> {
+    let sqlx::Error::Database(db) = e else {
+        return None;
+    };
+    // sqlx reports SQLite's extended result code; the primary code is its low byte.
+    let code = db.code()?.parse::<i32>().ok()? & 0xff;
+    (code == SQLITE_CORRUPT || code == SQLITE_NOTADB).then(|| db.message().to_owned())
+}
+
+fn to_json(check: &str, value: &serde_json::Value) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::InvalidRecord {
+        check: check.to_owned(),
+        detail: format!("JSON column cannot be serialized: {e}"),
+    })
+}
+
+fn from_json(table: &'static str, id: i64, text: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::BadRow {
+        table,
+        id,
+        detail: format!("JSON column is not JSON: {e}"),
+    })
+}
+
+impl TryFrom<ResultRow> for ResultRecord {
+    type Error = StoreError;
+    fn try_from(r: ResultRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            details: from_json("results", r.id, &r.details)?,
+            id: Some(r.id),
+            check: r.check_name,
+            started_at_ms: r.started_at_ms,
+            success: r.success,
+            reason: r.reason,
+            message: r.message,
+            duration_seconds: r.duration_seconds,
+        })
+    }
+}
+
+impl TryFrom<EventRow> for EventRecord {
+    type Error = StoreError;
+    fn try_from(r: EventRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            results: from_json("events", r.id, &r.results)?,
+            id: Some(r.id),
+            check: r.check_name,
+            at_ms: r.at_ms,
+            from_state: r.from_state,
+            to_state: r.to_state,
+            message: r.message,
+        })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn append_results(&self, batch: &[ResultRecord]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // Validate and encode everything first, so a bad record never opens a transaction.
+        let mut encoded = Vec::with_capacity(batch.len());
+        for r in batch {
+            r.validate()?;
+            encoded.push(to_json(&r.check, &r.details)?);
+        }
+        let err = |e| self.query_err("append results", e);
+        let mut tx = self.writer.begin().await.map_err(err)?;
+        for (r, details) in batch.iter().zip(encoded) {
+            sqlx::query(INSERT_RESULT)
+                .bind(r.check.as_str())
+                .bind(r.started_at_ms)
+                .bind(r.success)
+                .bind(r.reason.as_deref())
+                .bind(r.message.as_str())
+                .bind(r.duration_seconds)
+                .bind(details)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)
+    }
+
+    async fn append_events(&self, batch: &[EventRecord]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let encoded = batch
+            .iter()
+            .map(|e| to_json(&e.check, &e.results))
+            .collect::<Result<Vec<_>, _>>()?;
+        let err = |e| self.query_err("append events", e);
+        let mut tx = self.writer.begin().await.map_err(err)?;
+        for (e, results) in batch.iter().zip(encoded) {
+            sqlx::query(INSERT_EVENT)
+                .bind(e.check.as_str())
+                .bind(e.at_ms)
+                .bind(e.from_state.as_str())
+                .bind(e.to_state.as_str())
+                .bind(e.message.as_str())
+                .bind(results)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)
+    }
+
+    async fn results(
+        &self,
+        check: &str,
+        since_ms: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<ResultRecord>, StoreError> {
+        sqlx::query_as::<_, ResultRow>(SELECT_RESULTS)
+            .bind(check)
+            .bind(since_ms.unwrap_or(i64::MIN))
+            .bind(i64::from(limit))
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| self.query_err("read results", e))?
+            .into_iter()
+            .map(ResultRecord::try_from)
+            .collect()
+    }
+
+    async fn events(
+        &self,
+        check: &str,
+        since_ms: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        sqlx::query_as::<_, EventRow>(SELECT_EVENTS)
+            .bind(check)
+            .bind(since_ms.unwrap_or(i64::MIN))
+            .bind(i64::from(limit))
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| self.query_err("read events", e))?
+            .into_iter()
+            .map(EventRecord::try_from)
+            .collect()
+    }
+
+    async fn latest_result(&self, check: &str) -> Result<Option<ResultRecord>, StoreError> {
+        Ok(self.results(check, None, 1).await?.into_iter().next())
+    }
+
+    async fn prune(&self, older_than_ms: i64) -> Result<u64, StoreError> {
+        let results = self.prune_table(PRUNE_RESULTS, older_than_ms).await?;
+        let events = self.prune_table(PRUNE_EVENTS, older_than_ms).await?;
+        Ok(results + events)
+    }
+
+    async fn close(&self) {
+        self.close_pools().await;
+        tracing::debug!(path = %self.path.display(), "store closed");
+    }
+}
