@@ -168,7 +168,13 @@ impl Metrics {
             "Probe duration by probe kind in seconds",
             probe_histogram.clone(),
         );
-        let lateness = Histogram::new(exponential_buckets(0.0001, 2.0, 14));
+        let lateness = Histogram::new(
+            [
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0,
+            ]
+            .into_iter(),
+        );
         registry.register(
             "netprobe_probe_start_lateness_seconds",
             "How late each probe started relative to its fixed-rate schedule, in seconds",

@@ -163,10 +163,8 @@ fn report_icmp_modes(cfg: &Config, engine: &IcmpEngine, metrics: &Metrics) {
         (probe::resolve::Family::V6, "ipv6"),
     ] {
         match engine.mode(family) {
-            Ok(mode) => {
-                tracing::info!(family = name, mode = mode.as_str(), "ICMP socket opened.");
-                metrics.set_icmp_mode(name, mode);
-            }
+            // The engine logs the mode it opened; here it only becomes a metric.
+            Ok(mode) => metrics.set_icmp_mode(name, mode),
             Err(e) => {
                 tracing::warn!(family = name, error = %e, "ICMP unavailable; ICMP checks will fail with permission-denied.")
             }
