@@ -10,9 +10,10 @@ use probe::HumanDuration;
 #[derive(Debug, Parser)]
 #[command(name = "netprobe", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Log filter (tracing EnvFilter syntax, e.g. `info`, `netprobe=debug`).
-    #[arg(long, global = true, env = "NETPROBE_LOG", default_value = "info")]
-    pub log: String,
+    /// Log filter (tracing EnvFilter syntax, e.g. `info`, `netprobe=debug`); default `info` for `run`,
+    /// `warn` for the one-shot verbs.
+    #[arg(long, global = true, env = "NETPROBE_LOG")]
+    pub log: Option<String>,
     /// Log as JSON lines instead of text.
     #[arg(long, global = true, env = "NETPROBE_LOG_JSON")]
     pub log_json: bool,

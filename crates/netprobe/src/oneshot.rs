@@ -203,18 +203,6 @@ pub fn render(target: &str, o: &Outcome) -> String {
                 i.received,
                 i.loss_ratio * 100.0
             );
-            if let (Some(min), Some(avg), Some(max), Some(sd)) =
-                (i.rtt_min, i.rtt_avg, i.rtt_max, i.rtt_stddev)
-            {
-                let _ = write!(
-                    out,
-                    ", rtt min/avg/max/stddev = {:.3}/{:.3}/{:.3}/{:.3} ms",
-                    min * 1e3,
-                    avg * 1e3,
-                    max * 1e3,
-                    sd * 1e3
-                );
-            }
             let mode = i.mode.map_or("none", |m| m.as_str());
             let _ = writeln!(
                 out,
@@ -230,7 +218,7 @@ pub fn render(target: &str, o: &Outcome) -> String {
             let status = h.status.map_or("-".to_owned(), |s| s.to_string());
             let _ = writeln!(
                 out,
-                "  status {status} {} , {} body bytes{}{}",
+                "  status {status} {}, {} body bytes{}{}",
                 h.version.as_deref().unwrap_or(""),
                 h.body_bytes,
                 if h.body_truncated { " (truncated)" } else { "" },

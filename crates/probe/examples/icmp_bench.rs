@@ -2,17 +2,20 @@
 //!
 //! ```text
 //! cargo run --release -p probe --example icmp_bench -- [--targets 10000] [--count 5] [--period-ms 10]
-//!     [--paced 1000] [--interval-ms 2] [--threads 0] [--no-compare]
+//!     [--paced 1000] [--interval-ms 2] [--per-tick 1] [--threads 0] [--no-compare]
 //! ```
-//! * burst: one probe per target (127.0.0.1 … 127.0.x.y, 250 per /24), all at once, each `count` echoes
-//!   `period-ms` apart — the same load as `fping -c COUNT -q -i 0 -p PERIOD -f targets.txt`. Reports
-//!   echoes per second (sent / wall time) and CPU µs per echo (getrusage user+sys of this process,
-//!   which on loopback includes the kernel generating the replies).
-//! * paced: `paced` single-echo probes to 127.0.0.1, one every `interval-ms`, like
-//!   `ping -c PACED -i 0.002 127.0.0.1`. Reports CPU µs per probe and the RTT median.
+//! * burst: one probe per target (127.0.0.1 … 127.0.x.y, 250 per /24), all at once, each `count`
+//!   echoes `period-ms` apart — the load of `fping -c COUNT -q -i 0 -p PERIOD -f targets.txt`.
+//!   Reports echoes per second (sent / wall time) and CPU µs per echo (getrusage user+sys of this
+//!   process, which on loopback includes the kernel generating the replies).
+//! * paced: `paced` ticks `interval-ms` apart, each starting `per-tick` single-echo probes
+//!   (127.0.0.1, .2, …) — with the defaults the cadence of `ping -c 1000 -i 0.002 127.0.0.1`.
+//!   Reports CPU µs per probe and the RTT distribution.
 //!
-//! `--threads 0` (default) runs a current-thread runtime (fping and ping are single-threaded too).
-//! Needs root (or a ping group range admitting it) and only ever sends to 127.0.0.0/8.
+//! `--threads 0` (default) uses a current-thread runtime (fping and ping are single-threaded too).
+//! Needs root (or a ping group range admitting it) and only ever sends to 127.0.0.0/8. fping's and
+//! ping's peak RSS come from `/usr/bin/time -f %M` (getrusage of a forked child counts the parent's
+//! pages it inherited).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -28,12 +31,14 @@ use probe::icmp::{IcmpConfig, IcmpEngine, IcmpProber};
 use probe::resolve::Family;
 use probe::{Details, HumanDuration};
 
+#[derive(Clone)]
 struct Args {
     targets: usize,
     count: u16,
     period_ms: u64,
     paced: usize,
     interval_ms: u64,
+    per_tick: usize,
     threads: usize,
     compare: bool,
 }
@@ -45,6 +50,7 @@ fn parse_args() -> Args {
         period_ms: 10,
         paced: 1000,
         interval_ms: 2,
+        per_tick: 1,
         threads: 0,
         compare: true,
     };
@@ -61,30 +67,63 @@ fn parse_args() -> Args {
             "--period-ms" => a.period_ms = num(),
             "--paced" => a.paced = num() as usize,
             "--interval-ms" => a.interval_ms = num(),
+            "--per-tick" => a.per_tick = num() as usize,
             "--threads" => a.threads = num() as usize,
             "--no-compare" => a.compare = false,
             other => panic!("unknown flag {other}"),
         }
     }
-    assert!(a.targets <= 250 * 256, "at most 64000 loopback targets");
+    assert!(
+        a.targets <= 250 * 256 && a.per_tick <= 250 * 256,
+        "at most 64000 loopback targets"
+    );
     a
 }
 
-/// CPU time (user + system) and peak RSS of this process or of its waited-for children.
+/// CPU time of this process or of its waited-for children.
 #[derive(Clone, Copy)]
 struct Cpu {
-    total: Duration,
-    max_rss_kb: i64,
+    user: Duration,
+    sys: Duration,
 }
 
-fn cpu(who: UsageWho) -> Cpu {
-    let u = getrusage(who).expect("getrusage");
-    let tv =
-        |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
-    Cpu {
-        total: tv(u.user_time()) + tv(u.system_time()),
-        max_rss_kb: u.max_rss(),
+impl Cpu {
+    fn now(who: UsageWho) -> Cpu {
+        let u = getrusage(who).expect("getrusage");
+        let tv = |t: nix::sys::time::TimeVal| {
+            Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000)
+        };
+        Cpu {
+            user: tv(u.user_time()),
+            sys: tv(u.system_time()),
+        }
     }
+
+    fn since(self, earlier: Cpu) -> Cpu {
+        Cpu {
+            user: self.user - earlier.user,
+            sys: self.sys - earlier.sys,
+        }
+    }
+
+    /// "CPU 0.423 s (user 0.100 + sys 0.323) = 8.46 us/UNIT"
+    fn per(self, n: u64, unit: &str) -> String {
+        let total = (self.user + self.sys).as_secs_f64();
+        format!(
+            "CPU {total:.3} s (user {:.3} + sys {:.3}) = {:.2} us/{unit}",
+            self.user.as_secs_f64(),
+            self.sys.as_secs_f64(),
+            total * 1e6 / n.max(1) as f64
+        )
+    }
+}
+
+/// Peak RSS of this process so far, KiB (`VmHWM`).
+fn peak_rss_kb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let hwm = status.lines().find_map(|l| l.strip_prefix("VmHWM:"));
+    hwm.and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn target(i: usize) -> String {
@@ -98,82 +137,219 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn us(s: f64) -> String {
-    format!("{:.1}", s * 1e6)
-}
-
-async fn burst(engine: &Arc<IcmpEngine>, a: &Args) -> (Duration, Duration, u64, u64, Vec<f64>) {
-    let probers: Vec<IcmpProber> = (0..a.targets)
-        .map(|i| {
-            let mut cfg = IcmpConfig::new(target(i));
-            cfg.count = a.count;
-            cfg.interval = HumanDuration(Duration::from_millis(a.period_ms));
-            IcmpProber::new(cfg, engine.clone()).unwrap()
-        })
-        .collect();
-    let cpu0 = cpu(UsageWho::RUSAGE_SELF);
-    let start = Instant::now();
-    let tasks: Vec<_> = probers
-        .into_iter()
-        .map(|p| tokio::spawn(async move { p.probe(Duration::from_secs(5)).await }))
-        .collect();
-    let (mut sent, mut received, mut rtts) = (0u64, 0u64, Vec::new());
-    for t in tasks {
-        let o = t.await.unwrap();
-        if let Details::Icmp(d) = o.details {
-            sent += u64::from(d.sent);
-            received += u64::from(d.received);
-            rtts.extend(d.rtts.into_iter().flatten());
-        }
-    }
-    let wall = start.elapsed();
-    let cpu1 = cpu(UsageWho::RUSAGE_SELF);
-    (wall, cpu1.total - cpu0.total, sent, received, rtts)
-}
-
-async fn paced(engine: &Arc<IcmpEngine>, a: &Args) -> (Duration, Duration, Vec<f64>, usize) {
-    let p = IcmpProber::new(IcmpConfig::new("127.0.0.1"), engine.clone()).unwrap();
-    let mut tick = tokio::time::interval(Duration::from_millis(a.interval_ms));
-    let (mut rtts, mut kernel) = (Vec::with_capacity(a.paced), 0);
-    let cpu0 = cpu(UsageWho::RUSAGE_SELF);
-    let start = Instant::now();
-    for _ in 0..a.paced {
-        tick.tick().await;
-        let o = p.probe(Duration::from_secs(1)).await;
-        if let Details::Icmp(d) = o.details {
-            rtts.extend(d.rtts.into_iter().flatten());
-            kernel += usize::from(d.kernel_timestamps);
-        }
-    }
-    let wall = start.elapsed();
-    (
-        wall,
-        cpu(UsageWho::RUSAGE_SELF).total - cpu0.total,
-        rtts,
-        kernel,
+/// "min 5.0 p50 10.4 p90 12.9 p99 17.7 max 33.1 us" from seconds.
+fn distribution(sorted: &[f64]) -> String {
+    let us = |p| percentile(sorted, p) * 1e6;
+    format!(
+        "min {:.1} p50 {:.1} p90 {:.1} p99 {:.1} max {:.1} us",
+        us(0.0),
+        us(0.5),
+        us(0.9),
+        us(0.99),
+        us(1.0)
     )
 }
 
-/// Runs a command to completion; returns wall time, the children's CPU delta and peak RSS, output.
-fn run_child(cmd: &mut Command) -> (Duration, Cpu, String) {
-    let before = cpu(UsageWho::RUSAGE_CHILDREN);
+fn prober(engine: &Arc<IcmpEngine>, host: String, count: u16, interval: Duration) -> IcmpProber {
+    let mut cfg = IcmpConfig::new(host);
+    cfg.count = count;
+    cfg.interval = HumanDuration(interval);
+    IcmpProber::new(cfg, engine.clone()).unwrap()
+}
+
+/// Runs probes as tasks (as the daemon's scheduler does) and collects sent, received and RTTs.
+async fn run_all(probers: Vec<IcmpProber>, timeout: Duration) -> (u64, u64, Vec<f64>, u64) {
+    let tasks: Vec<_> = probers
+        .into_iter()
+        .map(|p| tokio::spawn(async move { p.probe(timeout).await }))
+        .collect();
+    let (mut sent, mut received, mut rtts, mut kernel) = (0, 0, Vec::new(), 0);
+    for t in tasks {
+        if let Details::Icmp(d) = t.await.unwrap().details {
+            sent += u64::from(d.sent);
+            received += u64::from(d.received);
+            kernel += u64::from(d.kernel_timestamps);
+            rtts.extend(d.rtts.into_iter().flatten());
+        }
+    }
+    (sent, received, rtts, kernel)
+}
+
+fn burst(rt: &tokio::runtime::Runtime, engine: &Arc<IcmpEngine>, a: &Args) {
+    let period = Duration::from_millis(a.period_ms);
+    let probers: Vec<IcmpProber> = (0..a.targets)
+        .map(|i| prober(engine, target(i), a.count, period))
+        .collect();
+    let rss0 = peak_rss_kb();
+    let cpu0 = Cpu::now(UsageWho::RUSAGE_SELF);
     let start = Instant::now();
-    let out = cmd.output().expect("spawn");
+    let (sent, received, mut rtts, _) = rt.block_on(run_all(probers, Duration::from_secs(5)));
     let wall = start.elapsed();
-    let after = cpu(UsageWho::RUSAGE_CHILDREN);
+    let cpu = Cpu::now(UsageWho::RUSAGE_SELF).since(cpu0);
+    rtts.sort_by(f64::total_cmp);
+    println!(
+        "\n## burst: {} targets x {} echoes, period {} ms",
+        a.targets, a.count, a.period_ms
+    );
+    println!(
+        "netprobe: sent {sent} received {received} in {:.3} s = {:.0} echoes/s; {}; RTT {}; peak RSS +{} KiB for {} probes in flight",
+        wall.as_secs_f64(),
+        sent as f64 / wall.as_secs_f64(),
+        cpu.per(sent, "echo"),
+        distribution(&rtts),
+        peak_rss_kb().saturating_sub(rss0),
+        a.targets,
+    );
+    if !a.compare {
+        return;
+    }
+    let file = std::env::temp_dir().join(format!("icmp_bench_targets_{}.txt", std::process::id()));
+    std::fs::write(
+        &file,
+        (0..a.targets).map(|i| target(i) + "\n").collect::<String>(),
+    )
+    .unwrap();
+    let (count, period) = (a.count.to_string(), a.period_ms.to_string());
+    let file_arg = file.to_string_lossy().into_owned();
+    let (wall, cpu, rss, text) = run_child(&[
+        "fping", "-c", &count, "-q", "-i", "0", "-p", &period, "-f", &file_arg,
+    ]);
+    let _ = std::fs::remove_file(&file);
+    // "127.0.0.1 : xmt/rcv/%loss = 5/5/0%, min/avg/max = 0.004/0.005/0.007"
+    let (mut fsent, mut frecv, mut avgs) = (0u64, 0u64, Vec::new());
+    for l in text.lines() {
+        if let Some(stats) = l.split("xmt/rcv/%loss = ").nth(1) {
+            let mut f = stats.split(['/', ',']);
+            fsent += f
+                .next()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            frecv += f
+                .next()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        if let Some(mm) = l.split("min/avg/max = ").nth(1) {
+            avgs.extend(
+                mm.split('/')
+                    .nth(1)
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .map(|ms| ms / 1e3),
+            );
+        }
+    }
+    avgs.sort_by(f64::total_cmp);
+    println!(
+        "fping:    sent {fsent} received {frecv} in {:.3} s = {:.0} echoes/s; {}; per-target avg RTT p50 {:.1} us; peak RSS {rss} KiB",
+        wall.as_secs_f64(),
+        fsent as f64 / wall.as_secs_f64(),
+        cpu.per(fsent, "echo"),
+        percentile(&avgs, 0.5) * 1e6,
+    );
+}
+
+fn paced(rt: &tokio::runtime::Runtime, engine: &Arc<IcmpEngine>, a: &Args) {
+    let probers: Vec<Arc<IcmpProber>> = (0..a.per_tick)
+        .map(|i| Arc::new(prober(engine, target(i), 1, Duration::ZERO)))
+        .collect();
+    let interval = Duration::from_millis(a.interval_ms);
+    let ticks = a.paced;
+    let cpu0 = Cpu::now(UsageWho::RUSAGE_SELF);
+    let start = Instant::now();
+    // Spawned, as the daemon's scheduler runs probes: block_on's own future is woken through an
+    // eventfd write, a spawned task through the run queue.
+    let (mut rtts, kernel) = rt.block_on(async move {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            let (mut rtts, mut kernel) = (Vec::with_capacity(ticks * probers.len()), 0);
+            for _ in 0..ticks {
+                tick.tick().await;
+                let batch: Vec<_> = probers
+                    .iter()
+                    .map(|p| {
+                        let p = p.clone();
+                        tokio::spawn(async move { p.probe(Duration::from_secs(1)).await })
+                    })
+                    .collect();
+                for t in batch {
+                    if let Details::Icmp(d) = t.await.unwrap().details {
+                        rtts.extend(d.rtts.into_iter().flatten());
+                        kernel += u64::from(d.kernel_timestamps);
+                    }
+                }
+            }
+            (rtts, kernel)
+        })
+        .await
+        .unwrap()
+    });
+    let wall = start.elapsed();
+    let cpu = Cpu::now(UsageWho::RUSAGE_SELF).since(cpu0);
+    let probes = (ticks * a.per_tick) as u64;
+    rtts.sort_by(f64::total_cmp);
+    println!(
+        "\n## paced: {ticks} ticks {} ms apart x {} single-echo probe(s) per tick",
+        a.interval_ms, a.per_tick
+    );
+    println!(
+        "netprobe: {} replies in {:.3} s (tick {:.3} ms); {}; RTT {}; kernel stamps on {kernel}/{probes} probes",
+        rtts.len(),
+        wall.as_secs_f64(),
+        wall.as_secs_f64() * 1e3 / ticks as f64,
+        cpu.per(probes, "probe"),
+        distribution(&rtts),
+    );
+    if !a.compare || a.per_tick != 1 {
+        return;
+    }
+    let interval = format!("{:.3}", a.interval_ms as f64 / 1e3);
+    let (wall, cpu, rss, text) = run_child(&[
+        "ping",
+        "-c",
+        &ticks.to_string(),
+        "-i",
+        &interval,
+        "127.0.0.1",
+    ]);
+    let mut times: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|t| t.trim_end_matches(" ms").trim().parse::<f64>().ok())
+        .map(|ms| ms / 1e3)
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let summary = text.lines().find(|l| l.starts_with("rtt ")).unwrap_or("");
+    println!(
+        "ping:     {} replies in {:.3} s; {}; RTT {}; peak RSS {rss} KiB; ping says: {summary}",
+        times.len(),
+        wall.as_secs_f64(),
+        cpu.per(ticks as u64, "probe"),
+        distribution(&times),
+    );
+}
+
+/// Runs `argv` under `/usr/bin/time -f %M`; returns wall time, the children's CPU, peak RSS (KiB) and
+/// the combined output.
+fn run_child(argv: &[&str]) -> (Duration, Cpu, u64, String) {
+    let before = Cpu::now(UsageWho::RUSAGE_CHILDREN);
+    let start = Instant::now();
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "maxrss_kb=%M"])
+        .args(argv)
+        .output()
+        .expect("spawn");
+    let wall = start.elapsed();
+    let cpu = Cpu::now(UsageWho::RUSAGE_CHILDREN).since(before);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    (
-        wall,
-        Cpu {
-            total: after.total - before.total,
-            max_rss_kb: after.max_rss_kb,
-        },
-        text,
-    )
+    let rss = text
+        .lines()
+        .find_map(|l| l.strip_prefix("maxrss_kb="))
+        .and_then(|v| v.trim().parse().ok());
+    (wall, cpu, rss.unwrap_or(0), text)
 }
 
 fn machine() -> String {
@@ -181,14 +357,14 @@ fn machine() -> String {
     let model = cpuinfo
         .lines()
         .find_map(|l| l.strip_prefix("model name"))
-        .map(|l| l.trim_start_matches([' ', '\t', ':']))
         .unwrap_or("?");
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     format!(
-        "nproc {}, CPU {model}, kernel {}",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0),
+        "nproc {nproc}, CPU {}, kernel {}",
+        model.trim_start_matches([' ', '\t', ':']),
         kernel.trim()
     )
 }
@@ -209,144 +385,28 @@ fn main() {
     };
     let engine = Arc::new(IcmpEngine::new());
     let mode = engine.mode(Family::V4).expect("an ICMP socket");
-    println!("machine: {}", machine());
+    let runtime = if a.threads == 0 {
+        "current-thread".to_string()
+    } else {
+        format!("{} workers", a.threads)
+    };
     println!(
-        "engine: {} socket, runtime: {}",
-        mode.as_str(),
-        if a.threads == 0 {
-            "current-thread".to_string()
-        } else {
-            format!("{} workers", a.threads)
-        }
+        "machine: {}\nengine: {} socket, runtime: {runtime}",
+        machine(),
+        mode.as_str()
     );
-    // Warm-up: socket registration, receive task, timestamping static key.
-    rt.block_on(async {
-        let p = IcmpProber::new(IcmpConfig::new("127.0.0.1"), engine.clone()).unwrap();
-        for _ in 0..20 {
-            p.probe(Duration::from_secs(1)).await;
-        }
-    });
-    let rss0 = cpu(UsageWho::RUSAGE_SELF).max_rss_kb;
-
-    let (wall, used, sent, received, mut rtts) = rt.block_on(burst(&engine, &a));
-    rtts.sort_by(f64::total_cmp);
-    let rss1 = cpu(UsageWho::RUSAGE_SELF).max_rss_kb;
-    println!(
-        "\n## burst: {} targets x {} echoes, period {} ms\nnetprobe: sent {sent} received {received} in {:.3} s = {:.0} echoes/s; CPU {:.3} s = {:.2} us/echo; RTT p50 {} p99 {} us; peak RSS {} MB (+{} KB over warm-up)",
-        a.targets,
-        a.count,
-        a.period_ms,
-        wall.as_secs_f64(),
-        sent as f64 / wall.as_secs_f64(),
-        used.as_secs_f64(),
-        used.as_secs_f64() * 1e6 / sent.max(1) as f64,
-        us(percentile(&rtts, 0.5)),
-        us(percentile(&rtts, 0.99)),
-        rss1 / 1024,
-        rss1 - rss0,
-    );
-
-    if a.compare {
-        let file =
-            std::env::temp_dir().join(format!("icmp_bench_targets_{}.txt", std::process::id()));
-        let list: String = (0..a.targets).map(|i| target(i) + "\n").collect();
-        std::fs::write(&file, list).unwrap();
-        let mut cmd = Command::new("fping");
-        cmd.args([
-            "-c",
-            &a.count.to_string(),
-            "-q",
-            "-i",
-            "0",
-            "-p",
-            &a.period_ms.to_string(),
-            "-f",
-        ])
-        .arg(&file);
-        let (wall, c, text) = run_child(&mut cmd);
-        let _ = std::fs::remove_file(&file);
-        // "127.0.0.1 : xmt/rcv/%loss = 5/5/0%, min/avg/max = 0.004/0.005/0.007"
-        let (mut fsent, mut frecv, mut avgs) = (0u64, 0u64, Vec::new());
-        for l in text.lines() {
-            if let Some(stats) = l.split("xmt/rcv/%loss = ").nth(1) {
-                let mut f = stats.split(['/', ',']);
-                fsent += f
-                    .next()
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .unwrap_or(0);
-                frecv += f
-                    .next()
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
-            if let Some(mm) = l.split("min/avg/max = ").nth(1) {
-                avgs.extend(
-                    mm.split('/')
-                        .nth(1)
-                        .and_then(|v| v.trim().parse::<f64>().ok())
-                        .map(|ms| ms / 1e3),
-                );
-            }
-        }
-        avgs.sort_by(f64::total_cmp);
-        println!(
-            "fping:    sent {fsent} received {frecv} in {:.3} s = {:.0} echoes/s; CPU {:.3} s = {:.2} us/echo; per-target avg RTT p50 {} us; peak RSS {} MB",
-            wall.as_secs_f64(),
-            fsent as f64 / wall.as_secs_f64(),
-            c.total.as_secs_f64(),
-            c.total.as_secs_f64() * 1e6 / fsent.max(1) as f64,
-            us(percentile(&avgs, 0.5)),
-            c.max_rss_kb / 1024,
-        );
+    // Warm-up: socket registration, receive task, the kernel's timestamping static key.
+    rt.block_on(run_all(
+        (0..20)
+            .map(|_| prober(&engine, target(0), 1, Duration::ZERO))
+            .collect(),
+        Duration::from_secs(1),
+    ));
+    if a.targets > 0 {
+        burst(&rt, &engine, &a);
     }
-
-    let (wall, used, mut rtts, kernel) = rt.block_on(paced(&engine, &a));
-    rtts.sort_by(f64::total_cmp);
-    println!(
-        "\n## paced: {} probes (count 1) to 127.0.0.1 every {} ms\nnetprobe: {} replies in {:.3} s (cadence {:.3} ms); CPU {:.3} s = {:.2} us/probe; RTT min {} p50 {} p90 {} p99 {} max {} us; kernel stamps on {kernel}/{} probes",
-        a.paced,
-        a.interval_ms,
-        rtts.len(),
-        wall.as_secs_f64(),
-        wall.as_secs_f64() * 1e3 / a.paced as f64,
-        used.as_secs_f64(),
-        used.as_secs_f64() * 1e6 / a.paced as f64,
-        us(percentile(&rtts, 0.0)),
-        us(percentile(&rtts, 0.5)),
-        us(percentile(&rtts, 0.9)),
-        us(percentile(&rtts, 0.99)),
-        us(percentile(&rtts, 1.0)),
-        a.paced,
-    );
-    if a.compare {
-        let interval = format!("{:.3}", a.interval_ms as f64 / 1e3);
-        let (wall, c, text) = run_child(Command::new("ping").args([
-            "-c",
-            &a.paced.to_string(),
-            "-i",
-            &interval,
-            "127.0.0.1",
-        ]));
-        let mut times: Vec<f64> = text
-            .lines()
-            .filter_map(|l| l.split("time=").nth(1))
-            .filter_map(|t| t.trim_end_matches(" ms").trim().parse::<f64>().ok())
-            .map(|ms| ms / 1e3)
-            .collect();
-        times.sort_by(f64::total_cmp);
-        let summary = text.lines().find(|l| l.starts_with("rtt ")).unwrap_or("");
-        println!(
-            "ping:     {} replies in {:.3} s; CPU {:.3} s = {:.2} us/probe; RTT min {} p50 {} p90 {} p99 {} max {} us; {summary}",
-            times.len(),
-            wall.as_secs_f64(),
-            c.total.as_secs_f64(),
-            c.total.as_secs_f64() * 1e6 / a.paced as f64,
-            us(percentile(&times, 0.0)),
-            us(percentile(&times, 0.5)),
-            us(percentile(&times, 0.9)),
-            us(percentile(&times, 0.99)),
-            us(percentile(&times, 1.0)),
-        );
+    if a.paced > 0 {
+        paced(&rt, &engine, &a);
     }
     let s = engine.stats();
     println!(

@@ -144,7 +144,7 @@ impl Inner {
     }
 
     fn target(&self) -> String {
-        self.cfg.address.trim().to_string()
+        format!("tcp://{}", self.cfg.address.trim())
     }
 
     async fn probe(&self, timeout: Duration) -> Outcome {

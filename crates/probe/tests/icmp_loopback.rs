@@ -209,3 +209,42 @@ fn invalid_configs_are_rejected() {
         serde_json::from_str(r#"{"host": "127.0.0.1", "timeout": "1s"}"#);
     assert!(yaml_like.is_err(), "unknown fields are rejected");
 }
+
+/// Regression: 10,000 probes of 5 echoes started at once on one thread (`fping -c 5 -p 10`'s load). Loopback answers inside `sendto`, so the
+/// replies used to pile up in the socket buffer behind 10,000 runnable tasks until the kernel dropped
+/// them (80 % loss); senders now drain the queue when the receive task falls behind.
+#[test]
+fn a_burst_of_ten_thousand_probes_loses_nothing() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let engine = Arc::new(IcmpEngine::new());
+    let probers: Vec<IcmpProber> = (0..10_000)
+        .map(|i| {
+            prober(
+                &engine,
+                &format!("127.0.{}.{}", i / 250, i % 250 + 1),
+                5,
+                10,
+            )
+        })
+        .collect();
+    let received: u32 = rt.block_on(async {
+        let tasks: Vec<_> = probers
+            .into_iter()
+            .map(|p| tokio::spawn(async move { p.probe(TIMEOUT).await }))
+            .collect();
+        let mut received = 0;
+        for t in tasks {
+            received += icmp(&t.await.unwrap()).received;
+        }
+        received
+    });
+    let stats = engine.stats();
+    assert_eq!(
+        (received, stats.sent, stats.replies, stats.in_flight),
+        (50_000, 50_000, 50_000, 0),
+        "{stats:?}"
+    );
+}

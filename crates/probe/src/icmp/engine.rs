@@ -13,28 +13,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
-use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::dispatch::{Dispatcher, Event};
+use super::dispatch::{Dispatcher, Event, Mailbox};
 use super::packet;
 use super::permission::IcmpPermissionError;
 use super::reactor::{SocketFd, register_readable};
-use super::socket::{IcmpSocket, cmsg_buffer};
+use super::receive::{Shared, receive_loop};
+use super::socket::IcmpSocket;
 use crate::Reason;
 use crate::outcome::IcmpSocketMode;
 use crate::resolve::Family;
 
-/// Receive buffer of the receive task: the largest IP packet (65,535 bytes) fits.
-const RECV_BUF_LEN: usize = 65_536;
-/// Messages read per wakeup before yielding to other tasks.
-const DRAIN_BUDGET: u32 = 512;
 /// Wait before retrying a send that found the socket's send buffer full.
 const SEND_RETRY: Duration = Duration::from_millis(1);
-/// Consecutive receive errors (other than "empty") after which the task pauses instead of spinning.
-const MAX_CONSECUTIVE_ERRORS: u32 = 64;
 
 /// The shared ICMP engine. `Send + Sync`; hold it in an [`Arc`] and give a clone to every
 /// [`IcmpProber`](super::IcmpProber).
@@ -78,13 +71,6 @@ struct Driver {
     /// Kept so the registration outlives a receive task that was aborted.
     _fd: Arc<AsyncFd<SocketFd>>,
     task: JoinHandle<()>,
-}
-
-/// What the receive task and the probes share for one socket.
-#[derive(Debug)]
-struct Shared {
-    sock: Arc<IcmpSocket>,
-    dispatcher: Dispatcher,
 }
 
 impl Default for IcmpEngine {
@@ -164,10 +150,7 @@ impl IcmpEngine {
             rand::random(),
         );
         let channel = Arc::new(Channel {
-            shared: Arc::new(Shared {
-                sock: Arc::new(sock),
-                dispatcher,
-            }),
+            shared: Arc::new(Shared::new(sock, dispatcher)),
             driver: Mutex::new(None),
         });
         *slot = Some(channel.clone());
@@ -184,15 +167,14 @@ impl IcmpEngine {
         };
         let channel = self.channel(family).map_err(SessionError::Socket)?;
         channel.ensure_driver()?;
-        let (tx, rx) = mpsc::channel(usize::from(count.max(1)));
+        let mailbox = Mailbox::new(usize::from(count));
         let v6 = family == Family::V6;
         Ok(Session {
             shared: channel.shared.clone(),
             addr,
             v6,
             token: self.next_token.fetch_add(1, Ordering::Relaxed),
-            tx,
-            rx,
+            mailbox,
             seqs: Vec::with_capacity(usize::from(count)),
             packet: Vec::new(),
         })
@@ -276,8 +258,7 @@ pub(crate) struct Session {
     addr: IpAddr,
     v6: bool,
     token: u64,
-    tx: mpsc::Sender<Event>,
-    rx: mpsc::Receiver<Event>,
+    mailbox: Arc<Mailbox>,
     seqs: Vec<u16>,
     packet: Vec<u8>,
 }
@@ -297,7 +278,7 @@ impl Session {
         let shared = &self.shared;
         let Some(seq) = shared
             .dispatcher
-            .register(self.addr, self.token, echo, &self.tx)
+            .register(self.addr, self.token, echo, &self.mailbox)
         else {
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
@@ -336,6 +317,7 @@ impl Session {
                     .sent
                     .fetch_add(1, Ordering::Relaxed);
                 self.seqs.push(seq);
+                shared.after_send();
             }
             Err(_) => shared.dispatcher.unregister(self.addr, self.token, [seq]),
         }
@@ -343,8 +325,8 @@ impl Session {
     }
 
     /// The next reply or error for one of this session's echoes. Cancel-safe.
-    pub async fn recv(&mut self) -> Option<Event> {
-        self.rx.recv().await
+    pub async fn recv(&mut self) -> Event {
+        self.mailbox.recv().await
     }
 }
 
@@ -374,71 +356,25 @@ pub fn family_label(family: Family) -> &'static str {
     }
 }
 
-/// Reads every queued packet and error-queue message and hands them to the dispatcher, forever.
-async fn receive_loop(fd: Arc<AsyncFd<SocketFd>>, shared: Arc<Shared>) {
-    let mut buf = vec![0u8; RECV_BUF_LEN];
-    let mut cmsg = cmsg_buffer();
-    let mut errors = 0u32;
-    loop {
-        let mut guard = match fd.ready(Interest::READABLE | Interest::ERROR).await {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::error!(error = %e, "ICMP receive task stopped: readiness failed");
-                return;
-            }
-        };
-        let mut budget = DRAIN_BUDGET;
-        let mut queue_empty = false;
-        while budget > 0 && !queue_empty && errors < MAX_CONSECUTIVE_ERRORS {
-            budget -= 1;
-            match shared.sock.recv(&mut buf, &mut cmsg) {
-                Ok(r) => {
-                    errors = 0;
-                    let pkt = buf.get(..r.len).unwrap_or(&buf);
-                    shared
-                        .dispatcher
-                        .on_packet(pkt, r.from, r.kernel_rx_ns, r.user_rx);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => queue_empty = true,
-                Err(e) => {
-                    // Usually an ICMP error reported once through sk_err; its details arrive as a
-                    // packet (raw) or on the error queue (datagram).
-                    errors += 1;
-                    tracing::trace!(error = %e, "ICMP socket receive error");
-                }
-            }
-        }
-        let mut errqueue_empty = false;
-        while budget > 0 && !errqueue_empty && errors < MAX_CONSECUTIVE_ERRORS {
-            budget -= 1;
-            match shared.sock.recv_error(&mut buf, &mut cmsg) {
-                Ok(r) => {
-                    let quoted = buf.get(..r.len).unwrap_or(&buf);
-                    shared
-                        .dispatcher
-                        .on_error_queue(quoted, r.dst, r.icmp, r.offender);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => errqueue_empty = true,
-                Err(e) => {
-                    errors += 1;
-                    tracing::trace!(error = %e, "ICMP error-queue receive error");
-                }
-            }
-        }
-        if queue_empty && errqueue_empty {
-            guard.clear_ready();
-        } else {
-            drop(guard);
-            if errors >= MAX_CONSECUTIVE_ERRORS {
-                tracing::warn!(
-                    errors,
-                    "ICMP socket keeps failing; pausing its receive task for 100ms"
-                );
-                errors = 0;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            } else {
-                tokio::task::yield_now().await;
-            }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_engine_can_be_shared_across_threads() {
+        fn shared<T: Send + Sync + 'static>() {}
+        shared::<IcmpEngine>();
+        shared::<super::super::IcmpProber>();
+    }
+
+    #[test]
+    fn sessions_need_a_runtime_and_say_so() {
+        let engine = IcmpEngine::new();
+        // Opening the socket needs no runtime; registering its receive task does.
+        if engine.mode(Family::V4).is_ok() {
+            let err = engine.session("127.0.0.1".parse().unwrap(), 1).unwrap_err();
+            assert!(matches!(err, SessionError::NoRuntime), "{err}");
+            assert_eq!(err.reason(), Reason::Error);
         }
     }
 }

@@ -15,8 +15,9 @@
 //! (the first milliseconds after a socket enables timestamping) or implausible (the realtime clock was
 //! stepped), a CLOCK_MONOTONIC user-space RTT is used and `kernel_timestamps` is false.
 //!
-//! Module map: `config` (the YAML struct), `prober` (one probe), `engine` (sockets, sessions, receive
-//! task), `dispatch` (matching replies to echoes), `packet` (bytes), `socket` (the kernel-facing calls),
+//! Module map: `config` (the YAML struct), `prober` (one probe), `summary` (its outcome), `engine` (sockets, sessions, receive
+//! task), `dispatch` (matching replies to echoes), `receive` (draining the
+//! socket), `packet` (bytes), `socket` (the kernel-facing calls),
 //! `permission` (explaining a refused socket).
 
 mod config;
@@ -26,7 +27,9 @@ pub mod packet;
 mod permission;
 mod prober;
 mod reactor;
+mod receive;
 mod socket;
+mod summary;
 
 pub use config::{IcmpConfig, IpFamily, MAX_COUNT, MAX_INTERVAL, MAX_SIZE};
 pub use engine::{IcmpEngine, IcmpEngineStats, family_label};
