@@ -290,3 +290,51 @@ fn promtool_check(metrics: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn sigkill_loses_no_committed_history_and_leaves_a_sound_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.db");
+    let config = dir.path().join("netprobe.yaml");
+    let closed = free_port();
+    let mut checks = String::new();
+    for i in 0..50 {
+        checks.push_str(&format!(
+            "  - {{ name: \"c{i}\", tcp: {{ address: \"127.0.0.1:{closed}\" }} }}\n"
+        ));
+    }
+    std::fs::write(
+        &config,
+        format!(
+            "storage: {{ path: \"{}\", retention: \"1d\" }}\ndefaults: {{ period: \"200ms\", timeout: \"100ms\" }}\nchecks:\n{checks}",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&config, free_port());
+    let addr = daemon.addr;
+    // Wait until the writer has committed a few batches, then kill without warning mid-stream.
+    let seen = eventually(10, "committed results", || {
+        let (_, v) = get_json(addr, "/api/v1/checks/c7/results?limit=1000");
+        let n = v.as_array().map_or(0, Vec::len);
+        (n >= 5).then_some(n)
+    });
+    daemon.child.kill().unwrap(); // SIGKILL
+    daemon.child.wait().unwrap();
+    drop(daemon);
+
+    let out = Command::new("sqlite3")
+        .arg(&db)
+        .arg("PRAGMA integrity_check;")
+        .output()
+        .expect("sqlite3 must be installed (Debian package sqlite3); .ci/run installs it");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+    let daemon = Daemon::start(&config, free_port());
+    let (_, v) = get_json(daemon.addr, "/api/v1/checks/c7/results?limit=1000");
+    let after = v.as_array().unwrap().len();
+    assert!(
+        after >= seen,
+        "committed rows lost: saw {seen} before SIGKILL, {after} after restart"
+    );
+    assert_eq!(daemon.terminate(), 0);
+}

@@ -486,7 +486,7 @@ mod tests {
             TcpProber::new(TcpConfig::new(" [::1]:80 "))
                 .expect("valid test input")
                 .target(),
-            "[::1]:80"
+            "tcp://[::1]:80"
         );
     }
 
