@@ -7,7 +7,11 @@ use netprobe::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_log = if matches!(cli.command, Command::Run { .. }) { "info" } else { "warn" };
+    let default_log = if matches!(cli.command, Command::Run { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     netprobe::logging::init(cli.log.as_deref().unwrap_or(default_log), cli.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
