@@ -69,7 +69,7 @@ pub struct ResultView {
     /// Success after conditions.
     pub success: bool,
     /// Failure reason (kebab-case).
-    pub reason: Option<String>,
+    pub reason: Option<&'static str>,
     /// One line of explanation.
     pub message: String,
     /// Probe duration, seconds.
@@ -79,7 +79,8 @@ pub struct ResultView {
 struct Live {
     thresholds: ThresholdState,
     state_since_ms: Option<i64>,
-    last: Option<ResultView>,
+    /// The last `max(thresholds)` results, oldest first; the back is the last result. Capacity is
+    /// fixed at creation (it is the window kept).
     recent: VecDeque<ResultView>,
     probes: u64,
 }
@@ -168,7 +169,6 @@ impl CheckRuntime {
             live: Mutex::new(Live {
                 thresholds: ThresholdState::new(spec.success_threshold, spec.failure_threshold),
                 state_since_ms: None,
-                last: None,
                 recent: VecDeque::with_capacity(keep),
                 probes: 0,
             }),
@@ -200,7 +200,7 @@ impl CheckRuntime {
                 .iter()
                 .map(|c| c.text().to_owned())
                 .collect(),
-            last_result: live.last.clone(),
+            last_result: live.recent.back().cloned(),
         }
     }
 
@@ -220,7 +220,7 @@ impl CheckRuntime {
         let view = ResultView {
             started_at_ms: started_ms,
             success: outcome.success,
-            reason: outcome.reason.map(|r| r.as_str().to_owned()),
+            reason: outcome.reason.map(|r| r.as_str()),
             message: outcome.message.clone(),
             duration_seconds: outcome.duration.as_secs_f64(),
         };
@@ -232,8 +232,7 @@ impl CheckRuntime {
         if live.recent.len() == keep {
             live.recent.pop_front();
         }
-        live.recent.push_back(view.clone());
-        live.last = Some(view);
+        live.recent.push_back(view);
         let transition = live.thresholds.observe(outcome.success);
         let health = live.thresholds.health();
         if let Some(t) = transition {
@@ -272,24 +271,40 @@ impl CheckRuntime {
         outcome: &Outcome,
         conds: &[ConditionResult],
     ) -> ResultRecord {
-        let details = serde_json::json!({
-            "kind": self.spec.kind,
-            "target": self.spec.target,
-            "phases": outcome.phases,
-            "details": outcome.details,
-            "conditions": conds,
+        let doc = DetailsDoc {
+            kind: self.spec.kind,
+            target: &self.spec.target,
+            phases: &outcome.phases,
+            details: &outcome.details,
+            conditions: conds,
+        };
+        // Straight to JSON text: no `Value` tree per probe (tens of small allocations, queued
+        // until the writer's next flush).
+        let details = store::Json::encode(&doc).unwrap_or_else(|e| {
+            tracing::warn!(check = %self.spec.name, error = %e, "Result details cannot be encoded; storing {{}}.");
+            store::Json::from(serde_json::Value::Object(serde_json::Map::new()))
         });
         ResultRecord {
             id: None,
             check: self.spec.name.clone(),
             started_at_ms: view.started_at_ms,
             success: view.success,
-            reason: view.reason.clone(),
+            reason: view.reason.map(str::to_owned),
             message: view.message.clone(),
             duration_seconds: view.duration_seconds,
             details,
         }
     }
+}
+
+/// The `details` column of a result: what the probe saw beyond success and message.
+#[derive(Serialize)]
+struct DetailsDoc<'a> {
+    kind: probe::Kind,
+    target: &'a str,
+    phases: &'a [probe::PhaseTiming],
+    details: &'a probe::Details,
+    conditions: &'a [ConditionResult],
 }
 
 fn log_outcome(check: &str, outcome: &Outcome) {

@@ -66,7 +66,7 @@ impl Daemon {
                 name: c.name.clone(),
                 kind: prober.kind(),
                 target: prober.target(),
-                runner: Arc::new(prober),
+                runner: scheduler::runner(prober),
                 period: c.period,
                 timeout: c.timeout,
                 initial_delay: c.initial_delay,

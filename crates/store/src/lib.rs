@@ -59,7 +59,7 @@ use async_trait::async_trait;
 
 pub use error::StoreError;
 pub use pruner::spawn_pruner;
-pub use record::{EventRecord, ResultRecord};
+pub use record::{EventRecord, Json, ResultRecord};
 pub use sqlite::SqliteStore;
 pub use writer::{Writer, WriterHandle, WriterOptions, WriterStats, WriterStatsSnapshot};
 

@@ -9,7 +9,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::{EventRecord, ResultRecord, Store, StoreError};
+use crate::{EventRecord, Json, ResultRecord, Store, StoreError};
 
 /// Schema migrations, embedded at compile time from `crates/store/migrations/sqlite/`.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -36,8 +36,22 @@ const SQLITE_NOTADB: i32 = 26;
 
 const INSERT_RESULTS_PREFIX: &str = "INSERT INTO results \
     (check_name, started_at_ms, success, reason, message, duration_seconds, details) ";
-/// Records per multi-row INSERT statement.
+/// Most records per multi-row INSERT statement.
 const ROWS_PER_INSERT: usize = 100;
+
+/// Rows of the next multi-row INSERT when `remaining` records are left: `ROWS_PER_INSERT`, else
+/// the largest power of two that fits. sqlx caches one prepared statement per distinct SQL text
+/// and a 100-row INSERT compiles to tens of kB, so letting every remainder size (1–99) have its own
+/// statement grew the writer connection by megabytes; this keeps it to 8 shapes, at the cost of
+/// at most 6 extra statements per batch.
+fn insert_rows(remaining: usize) -> usize {
+    if remaining >= ROWS_PER_INSERT {
+        ROWS_PER_INSERT
+    } else {
+        // `remaining` ≥ 1 here (callers stop at 0), so the shift is in range.
+        1 << remaining.max(1).ilog2()
+    }
+}
 const INSERT_EVENT: &str = "INSERT INTO events \
     (check_name, at_ms, from_state, to_state, message, results) VALUES (?, ?, ?, ?, ?, ?)";
 const SELECT_RESULTS: &str = "SELECT id, check_name, started_at_ms, success, reason, message, \
@@ -265,18 +279,22 @@ fn to_json(check: &str, value: &serde_json::Value) -> Result<String, StoreError>
 }
 
 fn from_json(table: &'static str, id: i64, text: &str) -> Result<serde_json::Value, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::BadRow {
+    serde_json::from_str(text).map_err(|e| bad_json(table, id, &e))
+}
+
+fn bad_json(table: &'static str, id: i64, e: &serde_json::Error) -> StoreError {
+    StoreError::BadRow {
         table,
         id,
         detail: format!("JSON column is not JSON: {e}"),
-    })
+    }
 }
 
 impl TryFrom<ResultRow> for ResultRecord {
     type Error = StoreError;
     fn try_from(r: ResultRow) -> Result<Self, StoreError> {
         Ok(Self {
-            details: from_json("results", r.id, &r.details)?,
+            details: Json::from_text(r.details).map_err(|e| bad_json("results", r.id, &e))?,
             id: Some(r.id),
             check: r.check_name,
             started_at_ms: r.started_at_ms,
@@ -309,28 +327,29 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        // Validate and encode everything first, so a bad record never opens a transaction.
-        let mut encoded = Vec::with_capacity(batch.len());
+        // Validate everything first, so a bad record never opens a transaction. Details are
+        // already JSON text.
         for r in batch {
             r.validate()?;
-            encoded.push(to_json(&r.check, &r.details)?);
         }
         let err = |e| self.query_err("append results", e);
         let mut tx = self.writer.begin().await.map_err(err)?;
         // Multi-row INSERTs: one statement per ROWS_PER_INSERT records instead of one per record cuts
         // the per-row round trip through sqlx's SQLite worker thread, which limits a 10,000-checks/s
         // daemon otherwise. 7 parameters per row stays far below SQLite's variable limit.
-        let rows: Vec<_> = batch.iter().zip(encoded).collect();
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut rest = batch;
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(insert_rows(rest.len()));
+            rest = tail;
             let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(INSERT_RESULTS_PREFIX);
-            qb.push_values(chunk, |mut b, (r, details)| {
+            qb.push_values(chunk, |mut b, r| {
                 b.push_bind(r.check.as_str())
                     .push_bind(r.started_at_ms)
                     .push_bind(r.success)
                     .push_bind(r.reason.as_deref())
                     .push_bind(r.message.as_str())
                     .push_bind(r.duration_seconds)
-                    .push_bind(details.as_str());
+                    .push_bind(r.details.as_str());
             });
             qb.build().execute(&mut *tx).await.map_err(err)?;
         }
@@ -411,5 +430,30 @@ impl Store for SqliteStore {
     async fn close(&self) {
         self.close_pools().await;
         tracing::debug!(path = %self.path.display(), "store closed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_chunks_cover_every_batch_with_few_statement_shapes() {
+        let mut shapes = std::collections::BTreeSet::new();
+        for len in 0..=1_000 {
+            let (mut rest, mut covered) = (len, 0);
+            while rest > 0 {
+                let n = insert_rows(rest);
+                assert!((1..=rest.min(ROWS_PER_INSERT)).contains(&n), "{len}: {n}");
+                shapes.insert(n);
+                covered += n;
+                rest -= n;
+            }
+            assert_eq!(covered, len);
+        }
+        assert_eq!(
+            shapes.into_iter().collect::<Vec<_>>(),
+            [1, 2, 4, 8, 16, 32, 64, 100]
+        );
     }
 }

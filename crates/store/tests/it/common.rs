@@ -20,7 +20,7 @@ pub fn result(check: &str, t: i64, n: u64) -> ResultRecord {
         reason: (!success).then(|| "connection-refused".to_owned()),
         message: format!("result {n} of {check}"),
         duration_seconds: 0.001 * n as f64,
-        details: json!({"n": n, "phases": {"connect": 0.0005}, "text": "héllo ✓"}),
+        details: json!({"n": n, "phases": {"connect": 0.0005}, "text": "héllo ✓"}).into(),
     }
 }
 

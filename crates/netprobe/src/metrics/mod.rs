@@ -5,7 +5,9 @@
 //! `probe_dns_lookup_time_seconds`), each with a `check` label; netprobe's own under `netprobe_`.
 //! Per-check handles are created once per check ([`Metrics::for_check`]) so the hot path updates atomics.
 
-use std::sync::atomic::AtomicU64;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use probe::{Details, Outcome, Phase};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -17,63 +19,68 @@ use prometheus_client::registry::Registry;
 
 use crate::state::Health;
 
-type FloatGauge = Gauge<f64, AtomicU64>;
+mod per_check;
+mod text;
+
+use per_check::{CheckCells, HTTP_PHASES, ICMP_PHASES, PHASES_HTTP, PHASES_ICMP, PerCheck};
+use text::openmetrics_into_prometheus_text;
+pub use text::openmetrics_to_prometheus_text;
+
+// Label values are shared (`Arc<str>`) or static, so encoding a series allocates nothing.
 
 /// `{check}`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CheckLabel {
-    /// Check name.
-    pub check: String,
+    /// Check name (one allocation per check, shared by every series of the check).
+    pub check: Arc<str>,
 }
 
 /// `{check, phase}`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     /// Check name.
-    pub check: String,
+    pub check: Arc<str>,
     /// Phase name (`resolve`, `connect`, `tls`, `processing`, `transfer`, `setup`, `rtt`).
-    pub phase: String,
+    pub phase: &'static str,
 }
 
 /// `{check, result, reason}`; `reason` is empty for successes.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     /// Check name.
-    pub check: String,
+    pub check: Arc<str>,
     /// `success` or `failure`.
-    pub result: String,
+    pub result: &'static str,
     /// The failure reason (kebab-case), empty on success.
-    pub reason: String,
+    pub reason: &'static str,
 }
 
 /// `{kind}`: probe kind, to keep histogram cardinality independent of the number of checks.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     /// Probe kind (`icmp`, `tcp`, `http`, `dns`, `exec`, `grpc`).
-    pub kind: String,
+    pub kind: &'static str,
 }
 
 /// `{family, mode}` of the ICMP engine's sockets.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SocketModeLabels {
     /// `ipv4` or `ipv6`.
-    pub family: String,
+    pub family: &'static str,
     /// `datagram` or `raw`.
-    pub mode: String,
+    pub mode: &'static str,
 }
 
 /// Every metric netprobe exports, and the registry that encodes them.
+///
+/// The per-check families (`probe_*`, `netprobe_check_healthy`, `netprobe_check_results`) are not
+/// prometheus-client `Family`s: with 10,000 checks those held ~60,000 label sets in hash maps
+/// (about 7 MB). Each check instead owns one block of atomics ([`CheckMetrics`]) and a collector
+/// walks the checks at scrape time, emitting the same series a `Family` would (a series appears
+/// once it has been set, as with `get_or_create`).
 pub struct Metrics {
     registry: Registry,
-    probe_success: Family<CheckLabel, Gauge>,
-    probe_duration: Family<CheckLabel, FloatGauge>,
-    http_status: Family<CheckLabel, Gauge>,
-    http_phase: Family<PhaseLabels, FloatGauge>,
-    icmp_phase: Family<PhaseLabels, FloatGauge>,
-    ssl_expiry: Family<CheckLabel, FloatGauge>,
-    dns_lookup: Family<CheckLabel, FloatGauge>,
-    healthy: Family<CheckLabel, Gauge>,
-    results: Family<ResultLabels, Counter>,
+    checks: Arc<PerCheck>,
     probe_histogram: Family<KindLabel, Histogram>,
     lateness: Histogram,
     icmp_mode: Family<SocketModeLabels, Gauge>,
@@ -84,15 +91,14 @@ pub struct Metrics {
     pub store_dropped: Counter,
     /// Failed store writes.
     pub store_failures: Counter,
+    /// Length of the last encoding, so the next one is built in one allocation (with 10,000
+    /// checks it is ~4 MB; growing by doubling would allocate and copy twice that).
+    last_len: AtomicUsize,
 }
 
-/// The metric handles of one check.
-#[derive(Clone)]
+/// The handles of one check: its cells and its kind's duration histogram.
 pub struct CheckMetrics {
-    name: String,
-    success: Gauge,
-    duration: FloatGauge,
-    healthy: Gauge,
+    cells: Arc<CheckCells>,
     histogram: Histogram,
 }
 
@@ -106,60 +112,8 @@ impl Metrics {
     /// Registers every metric family.
     pub fn new() -> Self {
         let mut registry = Registry::default();
-        let probe_success = Family::<CheckLabel, Gauge>::default();
-        registry.register(
-            "probe_success",
-            "Whether the last probe succeeded (1) or failed (0)",
-            probe_success.clone(),
-        );
-        let probe_duration = Family::<CheckLabel, FloatGauge>::default();
-        registry.register(
-            "probe_duration_seconds",
-            "How long the last probe took to complete in seconds",
-            probe_duration.clone(),
-        );
-        let http_status = Family::<CheckLabel, Gauge>::default();
-        registry.register(
-            "probe_http_status_code",
-            "Response HTTP status code of the last probe",
-            http_status.clone(),
-        );
-        let http_phase = Family::<PhaseLabels, FloatGauge>::default();
-        registry.register(
-            "probe_http_duration_seconds",
-            "Duration of the last HTTP probe by phase, summed over all redirects",
-            http_phase.clone(),
-        );
-        let icmp_phase = Family::<PhaseLabels, FloatGauge>::default();
-        registry.register(
-            "probe_icmp_duration_seconds",
-            "Duration of the last ICMP probe by phase (rtt is the mean over replies)",
-            icmp_phase.clone(),
-        );
-        let ssl_expiry = Family::<CheckLabel, FloatGauge>::default();
-        registry.register(
-            "probe_ssl_earliest_cert_expiry",
-            "Earliest notAfter of the peer certificate chain, Unix seconds",
-            ssl_expiry.clone(),
-        );
-        let dns_lookup = Family::<CheckLabel, FloatGauge>::default();
-        registry.register(
-            "probe_dns_lookup_time_seconds",
-            "Round-trip time of the last DNS probe's query in seconds",
-            dns_lookup.clone(),
-        );
-        let healthy = Family::<CheckLabel, Gauge>::default();
-        registry.register(
-            "netprobe_check_healthy",
-            "State after thresholds: 1 healthy, 0 unhealthy, -1 unknown",
-            healthy.clone(),
-        );
-        let results = Family::<ResultLabels, Counter>::default();
-        registry.register(
-            "netprobe_check_results",
-            "Probe results by outcome and reason",
-            results.clone(),
-        );
+        let checks = Arc::new(PerCheck::default());
+        registry.register_collector(Box::new(Arc::clone(&checks)));
         let probe_histogram = Family::<KindLabel, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.0001, 4.0, 10))
         });
@@ -168,13 +122,9 @@ impl Metrics {
             "Probe duration by probe kind in seconds",
             probe_histogram.clone(),
         );
-        let lateness = Histogram::new(
-            [
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                1.0,
-            ]
-            .into_iter(),
-        );
+        let lateness = Histogram::new([
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+        ]);
         registry.register(
             "netprobe_probe_start_lateness_seconds",
             "How late each probe started relative to its fixed-rate schedule, in seconds",
@@ -212,15 +162,7 @@ impl Metrics {
         );
         Metrics {
             registry,
-            probe_success,
-            probe_duration,
-            http_status,
-            http_phase,
-            icmp_phase,
-            ssl_expiry,
-            dns_lookup,
-            healthy,
-            results,
+            checks,
             probe_histogram,
             lateness,
             icmp_mode,
@@ -228,84 +170,66 @@ impl Metrics {
             store_written,
             store_dropped,
             store_failures,
+            last_len: AtomicUsize::new(0),
         }
     }
 
-    /// Creates (once) the handles of check `name` of `kind`; its state starts at unknown (-1).
+    /// The handles of check `name` of `kind`; its state starts at unknown (-1). A second call
+    /// with the same name returns handles to the same series.
     pub fn for_check(&self, name: &str, kind: probe::Kind) -> CheckMetrics {
-        let label = CheckLabel {
-            check: name.to_owned(),
+        let cells = {
+            let mut checks = self.checks.checks.write();
+            match checks.get(name) {
+                Some(c) => Arc::clone(c),
+                None => {
+                    let c = Arc::new(CheckCells::new(name));
+                    checks.insert(Arc::clone(&c.label.check), Arc::clone(&c));
+                    c
+                }
+            }
         };
-        let healthy = self.healthy.get_or_create_owned(&label);
-        healthy.set(Health::Unknown.gauge_value());
         CheckMetrics {
-            name: name.to_owned(),
-            success: self.probe_success.get_or_create_owned(&label),
-            duration: self.probe_duration.get_or_create_owned(&label),
-            healthy,
+            cells,
             histogram: self.probe_histogram.get_or_create_owned(&KindLabel {
-                kind: kind.as_str().to_owned(),
+                kind: kind.as_str(),
             }),
         }
     }
 
     /// Records one outcome (after conditions) of a check.
     pub fn observe(&self, m: &CheckMetrics, outcome: &Outcome) {
-        m.success.set(i64::from(outcome.success));
+        let c = &*m.cells;
+        c.success
+            .store(i64::from(outcome.success), Ordering::Relaxed);
         let secs = outcome.duration.as_secs_f64();
-        m.duration.set(secs);
+        c.duration.store(secs.to_bits(), Ordering::Relaxed);
         m.histogram.observe(secs);
-        let (result, reason) = match outcome.reason {
-            _ if outcome.success => ("success", ""),
-            Some(r) => ("failure", r.as_str()),
-            None => ("failure", "error"),
-        };
-        self.results
-            .get_or_create(&ResultLabels {
-                check: m.name.clone(),
-                result: result.into(),
-                reason: reason.into(),
-            })
-            .inc();
-        let label = || CheckLabel {
-            check: m.name.clone(),
-        };
-        let phase = |p: Phase| PhaseLabels {
-            check: m.name.clone(),
-            phase: p.as_str().to_owned(),
-        };
+        if outcome.success {
+            c.successes.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let reason = outcome.reason.map_or("error", |r| r.as_str());
+            let mut failures = c.failures.lock();
+            match failures.iter_mut().find(|(r, _)| *r == reason) {
+                Some((_, n)) => *n += 1,
+                None => failures.push((reason, 1)),
+            }
+        }
         match &outcome.details {
             Details::Http(h) => {
                 if let Some(code) = h.status {
-                    self.http_status
-                        .get_or_create(&label())
-                        .set(i64::from(code));
+                    c.http_status.store(i64::from(code), Ordering::Relaxed);
                 }
-                for p in [
-                    Phase::Resolve,
-                    Phase::Connect,
-                    Phase::Tls,
-                    Phase::Processing,
-                    Phase::Transfer,
-                ] {
-                    let d = outcome.phase(p).map_or(0.0, |d| d.as_secs_f64());
-                    self.http_phase.get_or_create(&phase(p)).set(d);
-                }
+                c.set_phases(PHASES_HTTP, &HTTP_PHASES, outcome);
                 if let Some(tls) = &h.tls {
-                    self.ssl_expiry
-                        .get_or_create(&label())
-                        .set(tls.earliest_not_after as f64);
+                    let expiry = tls.earliest_not_after as f64;
+                    c.ssl_expiry.store(expiry.to_bits(), Ordering::Relaxed);
                 }
             }
-            Details::Icmp(_) => {
-                for p in [Phase::Resolve, Phase::Setup, Phase::Rtt] {
-                    let d = outcome.phase(p).map_or(0.0, |d| d.as_secs_f64());
-                    self.icmp_phase.get_or_create(&phase(p)).set(d);
-                }
-            }
+            Details::Icmp(_) => c.set_phases(PHASES_ICMP, &ICMP_PHASES, outcome),
             Details::Dns(_) => {
                 if let Some(d) = outcome.phase(Phase::Query) {
-                    self.dns_lookup.get_or_create(&label()).set(d.as_secs_f64());
+                    let secs = d.as_secs_f64();
+                    c.dns_lookup.store(secs.to_bits(), Ordering::Relaxed);
                 }
             }
             _ => {}
@@ -314,7 +238,9 @@ impl Metrics {
 
     /// Sets `netprobe_check_healthy` for a check.
     pub fn set_health(&self, m: &CheckMetrics, health: Health) {
-        m.healthy.set(health.gauge_value());
+        m.cells
+            .healthy
+            .store(health.gauge_value(), Ordering::Relaxed);
     }
 
     /// Records how late a probe started (seconds past its scheduled tick).
@@ -328,11 +254,11 @@ impl Metrics {
     }
 
     /// Marks the ICMP socket mode in use for `family` (`ipv4`/`ipv6`).
-    pub fn set_icmp_mode(&self, family: &str, mode: probe::IcmpSocketMode) {
+    pub fn set_icmp_mode(&self, family: &'static str, mode: probe::IcmpSocketMode) {
         for m in [probe::IcmpSocketMode::Datagram, probe::IcmpSocketMode::Raw] {
             let labels = SocketModeLabels {
-                family: family.to_owned(),
-                mode: m.as_str().to_owned(),
+                family,
+                mode: m.as_str(),
             };
             self.icmp_mode
                 .get_or_create(&labels)
@@ -343,49 +269,20 @@ impl Metrics {
     /// Encodes every metric in the Prometheus text format 0.0.4 (what `promtool check metrics` and
     /// older scrapers read); see [`Metrics::encode_openmetrics`] for OpenMetrics.
     pub fn encode(&self) -> String {
-        openmetrics_to_prometheus_text(&self.encode_openmetrics())
+        openmetrics_into_prometheus_text(self.encode_openmetrics())
     }
 
     /// Encodes every metric in the OpenMetrics 1.0 text format (ends with `# EOF`).
     pub fn encode_openmetrics(&self) -> String {
-        let mut out = String::with_capacity(16 * 1024);
+        let last = self.last_len.load(Ordering::Relaxed);
+        let mut out = String::with_capacity(last + last / 16 + 16 * 1024);
         // Writing into a String cannot fail; an error here would mean a bug in the encoder.
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "Metrics encoding failed.");
         }
+        self.last_len.store(out.len(), Ordering::Relaxed);
         out
     }
-}
-
-/// Rewrites OpenMetrics text into the Prometheus 0.0.4 text format.
-///
-/// The two differ, for what prometheus-client emits, only in counters (OpenMetrics names the family
-/// `x` and its sample `x_total`; the Prometheus format names both `x_total`) and the `# EOF` trailer.
-pub fn openmetrics_to_prometheus_text(text: &str) -> String {
-    let counters: std::collections::HashSet<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|rest| rest.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(text.len() + counters.len() * 24);
-    for line in text.lines() {
-        if line == "# EOF" {
-            continue;
-        }
-        let rewritten = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
-            let rest = line.strip_prefix(prefix)?;
-            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-            counters
-                .contains(name)
-                .then(|| format!("{prefix}{name}_total {tail}"))
-        });
-        match rewritten {
-            Some(l) => out.push_str(l.trim_end()),
-            None => out.push_str(line),
-        }
-        out.push('\n');
-    }
-    out
 }
 
 #[cfg(test)]
@@ -437,5 +334,63 @@ mod tests {
         );
         assert!(!text.contains("# EOF"));
         assert!(metrics.encode_openmetrics().ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn in_place_conversion_matches_the_general_one() {
+        let metrics = Metrics::new();
+        for (i, kind) in [probe::Kind::Icmp, probe::Kind::Http, probe::Kind::Dns]
+            .into_iter()
+            .enumerate()
+        {
+            let m = metrics.for_check(&format!("c{i}"), kind);
+            let details = match kind {
+                probe::Kind::Icmp => Details::Icmp(Default::default()),
+                probe::Kind::Http => Details::Http(Default::default()),
+                _ => Details::Dns(Default::default()),
+            };
+            let ok = Outcome::ok("ok", Duration::from_millis(3), vec![], details.clone());
+            let bad = Outcome::fail(
+                probe::Reason::Timeout,
+                "slow",
+                Duration::from_millis(9),
+                vec![],
+                details,
+            );
+            metrics.observe(&m, &ok);
+            metrics.observe(&m, &bad);
+            metrics.observe(&m, &bad);
+        }
+        metrics.store_written.inc();
+        let open = metrics.encode_openmetrics();
+        let text = metrics.encode();
+        assert_eq!(text, openmetrics_to_prometheus_text(&open));
+        assert!(
+            text.contains("# TYPE netprobe_store_records_written_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "netprobe_check_results_total{check=\"c0\",result=\"failure\",reason=\"timeout\"} 2\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("probe_icmp_duration_seconds{check=\"c0\",phase=\"rtt\"} 0.0\n"),
+            "{text}"
+        );
+        for input in [
+            "",
+            "# EOF\n",
+            "a 1\n# EOF\nb 2\n",
+            "x 1",
+            "# TYPE c counter\r\n",
+        ] {
+            assert_eq!(
+                openmetrics_into_prometheus_text(input.to_owned()),
+                openmetrics_to_prometheus_text(input),
+                "{input:?}"
+            );
+        }
     }
 }
