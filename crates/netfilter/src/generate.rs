@@ -10,6 +10,10 @@
 //! built-in chains whose hooks allow them; user chains jump only to later user chains (no
 //! loops) and use only hook-independent matches and targets; nat policies are ACCEPT.
 //! ipsets are used only when [`GenConfig::with_sets`] is set (they must exist to restore).
+//!
+//! [`kube_proxy`] generates kube-proxy iptables-mode rulesets of N Services × M endpoints.
+
+pub mod kube_proxy;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -162,11 +166,9 @@ pub fn model(seed: u64, cfg: &GenConfig) -> Ruleset {
                 .collect();
             chains.push(c);
         }
-        tables.push(Table {
-            name,
-            chains,
-            line: 0,
-        });
+        let mut table = Table::new(name, 0);
+        table.chains = chains;
+        tables.push(table);
     }
     Ruleset {
         backend: None,
@@ -393,7 +395,7 @@ fn module(r: &mut Rng, cfg: &GenConfig, spot: &Spot<'_>, m: &mut Vec<Match>) {
                 c.orig_dst_port = Some(neg(ports(r), r));
                 c.proto = Some(Neg::plain(Protocol::TCP));
             }
-            m.push(Match::Conntrack(c));
+            m.push(Match::Conntrack(Box::new(c)));
         }
         1 => m.push(Match::State(neg(states(r, &CtState::ALL[..5]), r))),
         2 => m.push(Match::Comment(comment(r))),
@@ -424,7 +426,7 @@ fn module(r: &mut Rng, cfg: &GenConfig, spot: &Spot<'_>, m: &mut Vec<Match>) {
                     ..Default::default()
                 }
             };
-            m.push(Match::AddrType(a));
+            m.push(Match::AddrType(Box::new(a)));
         }
         4 => m.push(Match::Mark(neg(mark(r), r))),
         5 => m.push(Match::Connmark(neg(mark(r), r))),
@@ -464,7 +466,7 @@ fn module(r: &mut Rng, cfg: &GenConfig, spot: &Spot<'_>, m: &mut Vec<Match>) {
                     dst: Some(neg(range, r)),
                 }
             };
-            m.push(Match::IpRange(im));
+            m.push(Match::IpRange(Box::new(im)));
         }
         8 if hook_out => {
             let uid = r.below(2000) as u32;
@@ -518,12 +520,12 @@ fn module(r: &mut Rng, cfg: &GenConfig, spot: &Spot<'_>, m: &mut Vec<Match>) {
         }
         12 if cfg.with_sets => {
             let set = if f == Family::Ipv4 { "gen4" } else { "gen6" };
-            m.push(Match::Set(SetMatch {
+            m.push(Match::Set(Box::new(SetMatch {
                 negated: r.chance(1, 4),
                 set: set.into(),
                 dst: vec![r.chance(1, 2)],
                 return_nomatch: false,
-            }));
+            })));
         }
         13 if cfg.with_unknown => {
             let (name, args) = if r.chance(1, 2) {

@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 
 pub mod addr;
+pub mod checks;
 pub mod eval;
 #[cfg(feature = "gen")]
 pub mod generate;

@@ -62,27 +62,27 @@ pub enum Match {
     /// `-m multiport`.
     Multiport(MultiportMatch),
     /// `-m conntrack`.
-    Conntrack(ConntrackMatch),
+    Conntrack(Box<ConntrackMatch>),
     /// `-m state [!] --state S,…` (libxt_state: the conntrack states without SNAT/DNAT).
     State(Neg<Vec<CtState>>),
     /// `-m comment --comment TEXT`: always matches; the text attributes the rule.
     Comment(String),
     /// `-m addrtype`.
-    AddrType(AddrTypeMatch),
+    AddrType(Box<AddrTypeMatch>),
     /// `-m mark [!] --mark v[/m]`: `(nfmark & m) == v`.
     Mark(Neg<MarkMask>),
     /// `-m connmark [!] --mark v[/m]`: `(ctmark & m) == v`.
     Connmark(Neg<MarkMask>),
     /// `-m set [!] --match-set NAME dir[,dir…]`.
-    Set(SetMatch),
+    Set(Box<SetMatch>),
     /// `-m statistic`.
     Statistic(StatisticMatch),
     /// `-m iprange`.
-    IpRange(IpRangeMatch),
+    IpRange(Box<IpRangeMatch>),
     /// `-m owner` (OUTPUT and POSTROUTING only: needs the local socket).
     Owner(OwnerMatch),
     /// `-m physdev` (bridged traffic with `br_netfilter`).
-    Physdev(PhysdevMatch),
+    Physdev(Box<PhysdevMatch>),
     /// `-m limit`: a token bucket; stateful, so its outcome depends on history.
     Limit(LimitMatch),
     /// `-m length [!] --length a[:b]`: the IP packet's total length in bytes (IPv6: payload + 40).

@@ -3,7 +3,9 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::OnceLock;
 
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::matches::Match;
@@ -206,17 +208,73 @@ pub struct Table {
     pub chains: Vec<Chain>,
     /// 1-based line of the `*table` line.
     pub line: usize,
+    /// Chain name → position in `chains`, so that a jump does not scan 60,000 kube-proxy chains.
+    #[serde(skip)]
+    pub(crate) index: ChainIndex,
 }
 
 impl Table {
+    /// An empty table read from 1-based line `line`.
+    pub fn new(name: TableName, line: usize) -> Table {
+        Table {
+            name,
+            chains: Vec::new(),
+            line,
+            index: ChainIndex::default(),
+        }
+    }
+
+    /// The position of the chain called `name` in `chains`. Through the name index (filled by the
+    /// parser, else built on first use); since `chains` is public and may have changed since, a
+    /// hit is checked against the chain's name and anything else falls back to a scan.
+    fn position(&self, name: &str) -> Option<usize> {
+        let map = self.index.0.get_or_init(|| {
+            let mut m = FxHashMap::default();
+            for (i, c) in self.chains.iter().enumerate() {
+                m.entry(c.name.clone()).or_insert(i);
+            }
+            m
+        });
+        if let Some(&i) = map.get(name)
+            && self.chains.get(i).is_some_and(|c| c.name == name)
+        {
+            return Some(i);
+        }
+        self.chains.iter().position(|c| c.name == name)
+    }
+
     /// The chain called `name`.
     pub fn chain(&self, name: &str) -> Option<&Chain> {
-        self.chains.iter().find(|c| c.name == name)
+        self.position(name).and_then(|i| self.chains.get(i))
     }
 
     /// The chain called `name`, mutably.
     pub fn chain_mut(&mut self, name: &str) -> Option<&mut Chain> {
-        self.chains.iter_mut().find(|c| c.name == name)
+        self.position(name).and_then(|i| self.chains.get_mut(i))
+    }
+}
+
+/// A cache of chain positions by name. It never takes part in comparisons: two tables with the
+/// same chains are equal whether or not their caches are filled.
+#[derive(Clone, Default)]
+pub(crate) struct ChainIndex(OnceLock<FxHashMap<String, usize>>);
+
+impl ChainIndex {
+    /// An index already filled (the parser's own map, first position per name).
+    pub(crate) fn filled(map: FxHashMap<String, usize>) -> ChainIndex {
+        ChainIndex(OnceLock::from(map))
+    }
+}
+
+impl PartialEq for ChainIndex {
+    fn eq(&self, _: &ChainIndex) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for ChainIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ChainIndex")
     }
 }
 

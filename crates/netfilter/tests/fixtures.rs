@@ -44,11 +44,14 @@ fn check_kube_proxy(rs: &Ruleset) {
     let lo = Cidr::parse("127.0.0.0/8").unwrap();
     assert!(matches!(&r.matches[0], Match::Source(n) if n.negated && n.value == lo));
     assert!(matches!(&r.matches[1], Match::Destination(n) if !n.negated && n.value == lo));
-    let Match::Conntrack(ConntrackMatch {
-        state: Some(st), ..
-    }) = &r.matches[3]
-    else {
+    let Match::Conntrack(ct) = &r.matches[3] else {
         panic!("{:?}", r.matches[3])
+    };
+    let ConntrackMatch {
+        state: Some(st), ..
+    } = &**ct
+    else {
+        panic!("{ct:?}")
     };
     assert!(st.negated);
     assert_eq!(

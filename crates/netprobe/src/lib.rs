@@ -15,3 +15,4 @@ pub mod run;
 pub mod scheduler;
 pub mod server;
 pub mod state;
+pub mod trace;

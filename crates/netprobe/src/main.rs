@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use netprobe::cli::{Cli, Command};
+use netprobe::cli::{Cli, Command, RulesCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -49,6 +49,39 @@ fn main() -> ExitCode {
                 };
                 netprobe::oneshot::check(args).await
             }
+            Command::Trace {
+                rules,
+                proto,
+                from,
+                to,
+                sport,
+                in_iface,
+                out_iface,
+                path,
+                state,
+                local_addrs,
+                json,
+            } => netprobe::trace::run_trace(&netprobe::trace::TraceArgs {
+                rules,
+                proto,
+                from,
+                to,
+                sport,
+                in_iface,
+                out_iface,
+                path,
+                state,
+                local_addrs,
+                json,
+            }),
+            Command::Rules {
+                command:
+                    RulesCommand::Check {
+                        files,
+                        restore,
+                        json,
+                    },
+            } => netprobe::trace::run_rules_check(&files, restore, json),
         }
     });
     ExitCode::from(code)

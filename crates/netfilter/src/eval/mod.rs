@@ -28,6 +28,7 @@
 
 mod flow;
 mod hooks;
+mod index;
 mod matches;
 mod packet;
 mod path;
@@ -113,6 +114,19 @@ pub fn trace(rulesets: &[Ruleset], host: &HostModel, flow: &Flow) -> Traces {
 
 /// [`trace`] with explicit limits.
 pub fn trace_with(rulesets: &[Ruleset], host: &HostModel, flow: &Flow, limits: &Limits) -> Traces {
+    trace_impl(rulesets, host, flow, limits, true)
+}
+
+/// [`trace_with`], with the chain indexes on or off (off: every rule is walked, the reference the
+/// index is tested against).
+pub(crate) fn trace_impl(
+    rulesets: &[Ruleset],
+    host: &HostModel,
+    flow: &Flow,
+    limits: &Limits,
+    indexed: bool,
+) -> Traces {
+    let indexes = index::Indexes::new(indexed);
     if Family::of(flow.src) != flow.family || Family::of(flow.dst) != flow.family {
         let reason = "the flow's addresses are not of its family".to_string();
         return Traces {
@@ -129,7 +143,7 @@ pub fn trace_with(rulesets: &[Ruleset], host: &HostModel, flow: &Flow, limits: &
             branches.push(path::undetermined_trace(reason));
             break;
         }
-        let trace = path::walk_once(rulesets, host, flow, limits, &prefix);
+        let trace = path::walk_once(rulesets, host, flow, limits, &indexes, &prefix);
         for k in prefix.len()..trace.branch.len() {
             // An outcome of probability 0 (`--probability 1`) cannot happen.
             if trace.branch[k].probability >= 1.0 {

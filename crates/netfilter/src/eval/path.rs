@@ -5,6 +5,7 @@ use crate::model::Ruleset;
 use super::Limits;
 use super::flow::{Flow, HostModel, Origin};
 use super::hooks::Hook;
+use super::index::Indexes;
 use super::packet::{Dev, Packet};
 use super::trace::{Trace, Verdict};
 use super::walk::{Stop, Walker};
@@ -27,12 +28,14 @@ pub(crate) fn walk_once(
     host: &HostModel,
     flow: &Flow,
     limits: &Limits,
+    indexes: &Indexes,
     prefix: &[bool],
 ) -> Trace {
     let mut w = Walker {
         rulesets,
         host,
         limits,
+        indexes,
         prefix,
         p: Packet::new(flow),
         steps: Vec::new(),

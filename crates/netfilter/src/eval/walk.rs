@@ -11,6 +11,7 @@ use crate::target::{ConnmarkAction, NatFlags, NatRange, Target};
 use super::Limits;
 use super::flow::HostModel;
 use super::hooks::Hook;
+use super::index::{Indexes, packet_key};
 use super::matches::{Tri, eval};
 use super::packet::{Dev, Packet};
 use super::trace::{Choice, Endpoint, NatKind, NatRewrite, RuleRef, Step, Verdict};
@@ -75,6 +76,8 @@ pub(crate) struct Walker<'a> {
     pub(crate) rulesets: &'a [Ruleset],
     pub(crate) host: &'a HostModel,
     pub(crate) limits: &'a Limits,
+    /// Per-chain indexes that let the walk jump over rules that cannot match.
+    pub(crate) indexes: &'a Indexes,
     /// Outcomes of the `-m statistic` matches met so far that this branch must take.
     pub(crate) prefix: &'a [bool],
     pub(crate) p: Packet,
@@ -178,6 +181,21 @@ impl<'a> Walker<'a> {
                     None => return self.policy(cx, base),
                 }
             };
+            if budget > 0
+                && let Some(d) = self.indexes.get(chain)
+                && let Some(key) = packet_key(&self.p)
+            {
+                let next = d.next(idx, key).min(chain.rules.len());
+                if next > idx {
+                    // Skipped rules count against the budget as if they had been evaluated.
+                    let skip = (next - idx).min(budget);
+                    budget -= skip;
+                    let why = skipped_note(idx, idx + skip, key);
+                    self.step(cx, &chain.name, None, false, why);
+                    idx += skip;
+                    continue;
+                }
+            }
             if budget == 0 {
                 return Err(Stop::undetermined(
                     format!(
@@ -528,6 +546,19 @@ impl<'a> Walker<'a> {
         });
         Ok(())
     }
+}
+
+/// The note for rules `from..to` (0-based) jumped over by the chain index.
+fn skipped_note(from: usize, to: usize, (dst, proto, port): (IpAddr, u8, u16)) -> String {
+    let what = match proto {
+        6 => format!("{dst} tcp port {port}"),
+        17 => format!("{dst} udp port {port}"),
+        n => format!("{dst} protocol {n}"),
+    };
+    format!(
+        "rules {}-{to} skipped: none of them can match {what} (chain index by -d, -p, --dport)",
+        from + 1
+    )
 }
 
 fn loopback(family: Family) -> IpAddr {

@@ -1,5 +1,7 @@
 //! A cursor over a rule's argument tokens, with iptables' negation forms.
 
+use std::borrow::Cow;
+
 /// Tokens that start something else than a module or target option: core options, `-m`, `-j`, `-g`.
 const CORE: &[&str] = &[
     "-s",
@@ -26,21 +28,21 @@ pub(crate) fn is_core(tok: &str) -> bool {
 }
 
 pub(crate) struct Cursor<'a> {
-    toks: &'a [String],
+    toks: &'a [Cow<'a, str>],
     pub(crate) pos: usize,
 }
 
 impl<'a> Cursor<'a> {
-    pub(crate) fn new(toks: &'a [String]) -> Self {
+    pub(crate) fn new(toks: &'a [Cow<'a, str>]) -> Self {
         Cursor { toks, pos: 0 }
     }
 
     pub(crate) fn peek(&self) -> Option<&'a str> {
-        self.toks.get(self.pos).map(String::as_str)
+        self.toks.get(self.pos).map(Cow::as_ref)
     }
 
     pub(crate) fn peek_at(&self, k: usize) -> Option<&'a str> {
-        self.toks.get(self.pos + k).map(String::as_str)
+        self.toks.get(self.pos + k).map(Cow::as_ref)
     }
 
     pub(crate) fn next(&mut self) -> Option<&'a str> {
@@ -52,7 +54,10 @@ impl<'a> Cursor<'a> {
     }
 
     pub(crate) fn slice(&self, from: usize) -> Vec<String> {
-        self.toks[from.min(self.pos)..self.pos].to_vec()
+        self.toks[from.min(self.pos)..self.pos]
+            .iter()
+            .map(|t| t.to_string())
+            .collect()
     }
 
     /// Whether the cursor stands at the end or at the start of a core option, `-m`, `-j` or `-g`

@@ -13,13 +13,15 @@ mod modules;
 mod rule;
 mod targets;
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 
-use crate::lex::tokenize;
+use crate::lex::tokenize_into;
 use crate::model::{
-    Backend, Chain, Counters, Family, Policy, Rule, Ruleset, SaveComment, Table, TableName,
+    Backend, Chain, ChainIndex, Counters, Family, Policy, Rule, Ruleset, SaveComment, Table,
+    TableName,
 };
 use crate::target::Target;
 use rule::{TargetSpec, parse_rule_args};
@@ -130,7 +132,7 @@ pub fn parse_restore_payload(
 
 /// Target extensions that are not modelled but are not chains either, so a restore payload's
 /// `-j NAME` naming one stays [`Target::Unknown`] (from iptables' `extensions/libxt_*.c`).
-const KNOWN_EXTENSIONS: &[&str] = &[
+pub(crate) const KNOWN_EXTENSIONS: &[&str] = &[
     "QUEUE",
     "NFQUEUE",
     "SYNPROXY",
@@ -162,10 +164,24 @@ const KNOWN_EXTENSIONS: &[&str] = &[
 
 struct OpenTable {
     table: Table,
-    index: HashMap<String, usize>,
+    index: FxHashMap<String, usize>,
+    /// The chain the previous rule went to: dumps group rules by chain.
+    last: Option<usize>,
 }
 
 impl OpenTable {
+    /// The position of chain `name`, if it is known yet.
+    fn lookup(&mut self, name: &str) -> Option<usize> {
+        if let Some(i) = self.last
+            && self.table.chains.get(i).is_some_and(|c| c.name == name)
+        {
+            return Some(i);
+        }
+        let i = self.index.get(name).copied();
+        self.last = i;
+        i
+    }
+
     fn chain_index(&mut self, name: &str, builtin: bool) -> usize {
         if let Some(&i) = self.index.get(name) {
             return i;
@@ -184,6 +200,9 @@ struct Parser<'a> {
     out: RestorePayload,
     open: Option<OpenTable>,
     header_seen: bool,
+    /// Buffers reused from rule to rule.
+    scratch: Vec<crate::matches::Match>,
+    toks: Vec<Cow<'a, str>>,
 }
 
 impl<'a> Parser<'a> {
@@ -206,12 +225,15 @@ impl<'a> Parser<'a> {
             },
             open: None,
             header_seen: false,
+            scratch: Vec::new(),
+            toks: Vec::new(),
         }
     }
 
     fn run(mut self) -> Result<RestorePayload, ParseError> {
         let mut last = (0, "");
-        for (i, raw) in self.input.lines().enumerate() {
+        let input = self.input;
+        for (i, raw) in input.lines().enumerate() {
             let line = raw.trim();
             last = (i + 1, line);
             let err = |message: String| ParseError {
@@ -235,7 +257,7 @@ impl<'a> Parser<'a> {
         Ok(self.out)
     }
 
-    fn line(&mut self, n: usize, line: &str) -> Result<(), String> {
+    fn line(&mut self, n: usize, line: &'a str) -> Result<(), String> {
         if line.is_empty() {
             return Ok(());
         }
@@ -255,7 +277,26 @@ impl<'a> Parser<'a> {
         if let Some(decl) = line.strip_prefix(':') {
             return declare(open, n, decl, self.restore);
         }
-        let mut toks = tokenize(line)?;
+        // One token buffer for all lines.
+        let mut toks = std::mem::take(&mut self.toks);
+        toks.clear();
+        let result = self.rule_line(n, line, &mut toks);
+        toks.clear();
+        self.toks = toks;
+        result
+    }
+
+    /// A `-A` line (or, in a restore payload, `-I`/`-N`/`-X`/`-F`) of the open table.
+    fn rule_line(
+        &mut self,
+        n: usize,
+        line: &'a str,
+        toks: &mut Vec<Cow<'a, str>>,
+    ) -> Result<(), String> {
+        let Some(open) = self.open.as_mut() else {
+            return Err("outside a table (expected `*table` first)".to_string());
+        };
+        tokenize_into(line, toks)?;
         let counters = match toks.first() {
             Some(t) if t.starts_with('[') => Some(parse_counters(t)?),
             _ => None,
@@ -263,9 +304,9 @@ impl<'a> Parser<'a> {
         if counters.is_some() {
             toks.remove(0);
         }
-        let (cmd, chain) = match (toks.first().map(String::as_str), toks.get(1)) {
-            (Some(c), Some(ch)) => (c, ch.clone()),
-            (Some(c), None) if self.restore && matches!(c, "-X" | "-F") => (c, String::new()),
+        let (cmd, chain) = match (toks.first().map(AsRef::as_ref), toks.get(1)) {
+            (Some(c), Some(ch)) => (c, ch.as_ref()),
+            (Some(c), None) if self.restore && matches!(c, "-X" | "-F") => (c, ""),
             _ => return Err("expected `-A CHAIN …`".to_string()),
         };
         let table = open.table.name;
@@ -273,7 +314,7 @@ impl<'a> Parser<'a> {
             "-A" | "--append" => {}
             "-I" | "--insert" if self.restore => {}
             "-N" | "--new-chain" if self.restore && toks.len() == 2 => {
-                let i = open.chain_index(&chain, false);
+                let i = open.chain_index(chain, false);
                 open.table.chains[i].line.get_or_insert(n);
                 return Ok(());
             }
@@ -283,7 +324,7 @@ impl<'a> Parser<'a> {
                 } else {
                     ChainCommand::Flush
                 };
-                let chain = (!chain.is_empty()).then_some(chain);
+                let chain = (!chain.is_empty()).then(|| chain.to_string());
                 self.out.chain_ops.push(ChainOp {
                     line: n,
                     table,
@@ -304,9 +345,10 @@ impl<'a> Parser<'a> {
                 position = Some(0);
             }
         }
-        let parsed = parse_rule_args(rest, self.out.ruleset.family)?;
-        let builtin = table.is_builtin(&chain);
-        if !open.index.contains_key(&chain) {
+        let parsed = parse_rule_args(rest, self.out.ruleset.family, &mut self.scratch)?;
+        let builtin = table.is_builtin(chain);
+        let known = open.lookup(chain);
+        if known.is_none() {
             if !self.restore {
                 return Err(format!(
                     "rule in chain `{chain}`, which is not declared in table `{table}`"
@@ -316,7 +358,7 @@ impl<'a> Parser<'a> {
                 let kind = ReferenceKind::RuleIn;
                 self.out.undeclared.push(UndeclaredChain {
                     table,
-                    chain: chain.clone(),
+                    chain: chain.to_string(),
                     line: n,
                     kind,
                 });
@@ -335,7 +377,10 @@ impl<'a> Parser<'a> {
             matches: parsed.matches,
             target,
         };
-        let i = open.chain_index(&chain, builtin);
+        let i = match known {
+            Some(i) => i,
+            None => open.chain_index(chain, builtin),
+        };
         let rules = &mut open.table.chains[i].rules;
         match position {
             Some(p) => rules.insert(p.min(rules.len()), rule),
@@ -379,11 +424,7 @@ impl<'a> Parser<'a> {
         let table = match existing {
             Some(_) if !self.restore => return Err(format!("table `{name}` appears twice")),
             Some(i) => self.out.ruleset.tables.remove(i),
-            None => Table {
-                name: table,
-                chains: Vec::new(),
-                line: n,
-            },
+            None => Table::new(table, n),
         };
         let index = table
             .chains
@@ -391,7 +432,11 @@ impl<'a> Parser<'a> {
             .enumerate()
             .map(|(i, c)| (c.name.clone(), i))
             .collect();
-        self.open = Some(OpenTable { table, index });
+        self.open = Some(OpenTable {
+            table,
+            index,
+            last: None,
+        });
         Ok(())
     }
 
@@ -401,13 +446,14 @@ impl<'a> Parser<'a> {
         };
         let name = open.table.name;
         let mut gotos = Vec::new();
-        let declared: std::collections::HashSet<String> = open
+        let is_declared: Vec<bool> = open
             .table
             .chains
             .iter()
-            .filter(|c| c.builtin || c.line.is_some())
-            .map(|c| c.name.clone())
+            .map(|c| c.builtin || c.line.is_some())
             .collect();
+        let index = &open.index;
+        let declared = |name: &str| index.get(name).is_some_and(|&i| is_declared[i]);
         for chain in &mut open.table.chains {
             for rule in &mut chain.rules {
                 let Some(target) = &mut rule.target else {
@@ -415,7 +461,7 @@ impl<'a> Parser<'a> {
                 };
                 match target {
                     Target::Unknown { name: t, args } if args.is_empty() => {
-                        let declared = declared.contains(t.as_str());
+                        let declared = declared(t);
                         let chainlike = self.restore && !KNOWN_EXTENSIONS.contains(&t.as_str());
                         if declared || chainlike {
                             if !declared {
@@ -424,7 +470,7 @@ impl<'a> Parser<'a> {
                             *target = Target::Jump(std::mem::take(t));
                         }
                     }
-                    Target::Goto(t) if !declared.contains(t.as_str()) => {
+                    Target::Goto(t) if !declared(t) => {
                         if !self.restore {
                             return Err(format!(
                                 "line {}: -g to undeclared chain `{t}`",
@@ -446,6 +492,7 @@ impl<'a> Parser<'a> {
                 kind,
             });
         }
+        open.table.index = ChainIndex::filled(open.index);
         self.out.ruleset.tables.push(open.table);
         Ok(())
     }

@@ -92,17 +92,17 @@ pub(crate) fn parse_module(
             icmp(cur, "--icmpv6-type", ICMPV6_NAMES).map(Match::Icmp6)?
         }
         "multiport" => Match::Multiport(multiport(cur)?),
-        "conntrack" => Match::Conntrack(conntrack(cur, family)?),
+        "conntrack" => Match::Conntrack(Box::new(conntrack(cur, family)?)),
         "state" => state(cur)?,
         "comment" => comment(cur)?,
-        "addrtype" => Match::AddrType(addrtype(cur)?),
+        "addrtype" => Match::AddrType(Box::new(addrtype(cur)?)),
         "mark" => mark(cur, "--mark").map(Match::Mark)?,
         "connmark" => mark(cur, "--mark").map(Match::Connmark)?,
         "set" => set_match(cur)?,
         "statistic" => statistic(cur)?,
-        "iprange" => Match::IpRange(iprange(cur, family)?),
+        "iprange" => Match::IpRange(Box::new(iprange(cur, family)?)),
         "owner" => Match::Owner(owner(cur)?),
-        "physdev" => Match::Physdev(physdev(cur)?),
+        "physdev" => Match::Physdev(Box::new(physdev(cur)?)),
         "limit" => Match::Limit(limit(cur)?),
         "length" => single(cur, "--length", PortRange::parse).map(Match::Length)?,
         "mac" => single(cur, "--mac-source", MacAddr::parse).map(Match::Mac)?,
@@ -403,12 +403,12 @@ fn set_match(cur: &mut Cursor<'_>) -> Result<Match, String> {
         cur.take_option();
         return_nomatch = true;
     }
-    Ok(Match::Set(SetMatch {
+    Ok(Match::Set(Box::new(SetMatch {
         negated,
         set: name,
         dst,
         return_nomatch,
-    }))
+    })))
 }
 
 fn statistic(cur: &mut Cursor<'_>) -> Result<Match, String> {

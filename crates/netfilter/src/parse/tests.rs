@@ -287,12 +287,12 @@ fn comment_addrtype_marks_set() {
     );
     assert_eq!(
         one("-m set ! --match-set kube src,dst --return-nomatch"),
-        Match::Set(SetMatch {
+        Match::Set(Box::new(SetMatch {
             negated: true,
             set: "kube".into(),
             dst: vec![false, true],
             return_nomatch: true
-        })
+        }))
     );
 }
 

@@ -1,0 +1,564 @@
+//! The rule verbs: `netprobe trace` (which netfilter rule decides a flow, from saved rulesets) and
+//! `netprobe rules check` (static findings on a ruleset or an `iptables-restore` payload). Both are
+//! thin shells over the `netfilter` crate: read files, build the question, print the answer.
+//!
+//! Exit codes: `trace` 0 accept, 1 drop/reject/undetermined; `rules check` 0 clean (info findings
+//! only), 1 a warning or error finding; both 2 on bad input (unreadable file, parse error with its
+//! line number and text, inconsistent flow).
+
+use std::fmt::Write as _;
+use std::io::IsTerminal as _;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use clap::ValueEnum;
+use netfilter::checks::{self, Finding, Severity};
+use netfilter::eval::{
+    ConnState, Endpoint, Flow, HostModel, Origin, RuleRef, Step, Trace, Traces, Verdict, trace,
+};
+use netfilter::{
+    Backend, Family, ParseError, ParseOptions, Ruleset, parse_restore_payload, parse_save,
+};
+use serde_json::{Value, json};
+
+use crate::oneshot::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+
+/// `--proto`: a name or an IP protocol number (`IPPROTO_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtoArg {
+    /// TCP (6); a NEW flow is a SYN.
+    Tcp,
+    /// UDP (17).
+    Udp,
+    /// ICMP echo request: ICMP (1) type 8 for IPv4, ICMPv6 (58) type 128 for IPv6.
+    Icmp,
+    /// Any other protocol number.
+    Number(u8),
+}
+
+/// Parses `tcp`, `udp`, `icmp` (also `icmpv6`) or a number 0–255.
+pub fn parse_proto(s: &str) -> Result<ProtoArg, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "tcp" => Ok(ProtoArg::Tcp),
+        "udp" => Ok(ProtoArg::Udp),
+        "icmp" | "icmpv6" | "ipv6-icmp" => Ok(ProtoArg::Icmp),
+        n => n
+            .parse::<u8>()
+            .map(ProtoArg::Number)
+            .map_err(|_| format!("{s:?} is not tcp, udp, icmp or a protocol number 0-255")),
+    }
+}
+
+/// `--to ADDR[:PORT]` (IPv6 with a port as `[ADDR]:PORT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToArg {
+    /// The destination address.
+    pub addr: IpAddr,
+    /// The destination port, if given.
+    pub port: Option<u16>,
+}
+
+/// Parses `198.51.100.5`, `198.51.100.5:80`, `fd00::1` or `[fd00::1]:80`.
+pub fn parse_to(s: &str) -> Result<ToArg, String> {
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Ok(ToArg {
+            addr: sa.ip(),
+            port: Some(sa.port()),
+        });
+    }
+    let bare = s.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<IpAddr>()
+        .map(|addr| ToArg { addr, port: None })
+        .map_err(|_| format!("{s:?} is not ADDR or ADDR:PORT ([ADDR]:PORT for IPv6)"))
+}
+
+/// `--local-addr IF=ADDR[/PREFIX]`: an address of this host (prefix default: a host route).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalAddrArg {
+    /// Interface name.
+    pub iface: String,
+    /// The address.
+    pub addr: IpAddr,
+    /// Prefix length (32 / 128 when omitted).
+    pub prefix: u8,
+}
+
+/// Parses `eth0=198.51.100.5/24`.
+pub fn parse_local_addr(s: &str) -> Result<LocalAddrArg, String> {
+    let err = || format!("{s:?} is not IF=ADDR[/PREFIX], e.g. eth0=198.51.100.5/24");
+    let (iface, rest) = s.split_once('=').ok_or_else(err)?;
+    let (addr, prefix) = rest
+        .split_once('/')
+        .map_or((rest, None), |(a, p)| (a, Some(p)));
+    let addr: IpAddr = addr.parse().map_err(|_| err())?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => max,
+        Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(err)?,
+    };
+    if iface.is_empty() {
+        return Err(err());
+    }
+    Ok(LocalAddrArg {
+        iface: iface.to_owned(),
+        addr,
+        prefix,
+    })
+}
+
+/// `--path`: where the packet starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PathArg {
+    /// Sent by a local process (OUTPUT, POSTROUTING, and loopback re-entry for a local destination).
+    Output,
+    /// Arriving from outside for this host (PREROUTING, INPUT).
+    Input,
+    /// Arriving from outside and routed on (PREROUTING, FORWARD, POSTROUTING).
+    Forward,
+}
+
+/// `--state`: the conntrack state after conntrack has seen the packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StateArg {
+    /// First packet of a connection (the nat table is consulted).
+    New,
+    /// A packet of an established connection.
+    Established,
+    /// Related to an existing connection.
+    Related,
+    /// Not classifiable by conntrack.
+    Invalid,
+}
+
+/// Arguments of `netprobe trace`.
+#[derive(Debug, Clone)]
+pub struct TraceArgs {
+    /// `iptables-save` / `ip6tables-save` files (backend and family from each header).
+    pub rules: Vec<PathBuf>,
+    /// Layer-4 protocol.
+    pub proto: ProtoArg,
+    /// Source address.
+    pub from: IpAddr,
+    /// Destination address and port.
+    pub to: ToArg,
+    /// Source port.
+    pub sport: Option<u16>,
+    /// Input interface.
+    pub in_iface: Option<String>,
+    /// Output interface.
+    pub out_iface: Option<String>,
+    /// Where the packet starts.
+    pub path: PathArg,
+    /// Conntrack state.
+    pub state: StateArg,
+    /// Local addresses of the host (loopback is always local).
+    pub local_addrs: Vec<LocalAddrArg>,
+    /// JSON output.
+    pub json: bool,
+}
+
+/// An input error: which file, and the parser's line and text when there is one.
+struct InputError {
+    message: String,
+    file: Option<String>,
+    parse: Option<ParseError>,
+}
+
+impl InputError {
+    fn plain(message: String) -> InputError {
+        InputError {
+            message,
+            file: None,
+            parse: None,
+        }
+    }
+
+    fn report(&self, verb: &str, json_out: bool) -> u8 {
+        if json_out {
+            let mut e = json!({ "message": self.message });
+            if let Some(f) = &self.file {
+                e["file"] = json!(f);
+            }
+            if let Some(p) = &self.parse {
+                e["line"] = json!(p.line);
+                e["text"] = json!(p.text);
+            }
+            println!("{}", json!({ "error": e }));
+        } else {
+            eprintln!("netprobe {verb}: {}", self.message);
+        }
+        EXIT_USAGE
+    }
+}
+
+fn read(path: &Path) -> Result<String, InputError> {
+    std::fs::read_to_string(path).map_err(|e| InputError {
+        message: format!("{}: cannot read: {e}", path.display()),
+        file: Some(path.display().to_string()),
+        parse: None,
+    })
+}
+
+fn parse_failed(path: &Path, e: ParseError) -> InputError {
+    InputError {
+        message: format!("{}: {e}", path.display()),
+        file: Some(path.display().to_string()),
+        parse: Some(e),
+    }
+}
+
+/// Builds the flow and the host model from the arguments.
+fn question(args: &TraceArgs) -> Result<(Flow, HostModel), InputError> {
+    let family = Family::of(args.to.addr);
+    if Family::of(args.from) != family {
+        return Err(InputError::plain(format!(
+            "--from {} and --to {} are of different address families",
+            args.from, args.to.addr
+        )));
+    }
+    let origin = match args.path {
+        PathArg::Output => Origin::LocalOutput,
+        PathArg::Input => Origin::Input,
+        PathArg::Forward => Origin::Forward,
+    };
+    let mut flow = match args.proto {
+        ProtoArg::Icmp => Flow::echo_request(origin, args.from, args.to.addr),
+        ProtoArg::Tcp => Flow::new(origin, 6, args.from, args.to.addr),
+        ProtoArg::Udp => Flow::new(origin, 17, args.from, args.to.addr),
+        ProtoArg::Number(n) => Flow::new(origin, n, args.from, args.to.addr),
+    };
+    // TCP, UDP, DCCP, SCTP, UDP-Lite: the protocols with ports that iptables matches on.
+    let has_ports = matches!(flow.protocol, 6 | 17 | 33 | 132 | 136);
+    if !has_ports && (args.to.port.is_some() || args.sport.is_some()) {
+        return Err(InputError::plain(format!(
+            "protocol {} has no ports; drop the port from --to and --sport",
+            flow.protocol
+        )));
+    }
+    flow.dport = args.to.port;
+    flow.sport = args.sport;
+    flow.in_iface.clone_from(&args.in_iface);
+    flow.out_iface.clone_from(&args.out_iface);
+    let flow = flow.with_state(match args.state {
+        StateArg::New => ConnState::New,
+        StateArg::Established => ConnState::Established,
+        StateArg::Related => ConnState::Related,
+        StateArg::Invalid => ConnState::Invalid,
+    });
+    let host = args.local_addrs.iter().fold(HostModel::default(), |h, a| {
+        h.with_addr(&a.iface, a.addr, a.prefix)
+    });
+    Ok((flow, host))
+}
+
+/// Runs `netprobe trace` and returns the exit code.
+pub fn run_trace(args: &TraceArgs) -> u8 {
+    let (flow, host) = match question(args) {
+        Ok(q) => q,
+        Err(e) => return e.report("trace", args.json),
+    };
+    let mut rulesets = Vec::new();
+    for path in &args.rules {
+        let parsed = read(path).and_then(|text| {
+            parse_save(&text, &ParseOptions::default()).map_err(|e| parse_failed(path, e))
+        });
+        match parsed {
+            Ok(rs) => rulesets.push(rs),
+            Err(e) => return e.report("trace", args.json),
+        }
+    }
+    if !rulesets.iter().any(|rs| rs.family == flow.family) {
+        let msg = format!(
+            "no --rules file is of the flow's family ({}); an ip6tables-save header says IPv6",
+            family_name(flow.family)
+        );
+        return InputError::plain(msg).report("trace", args.json);
+    }
+    let traces = trace(&rulesets, &host, &flow);
+    let verdict = traces.verdict();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&traces_json(&flow, &traces)).unwrap_or_default()
+        );
+    } else {
+        let bold = std::io::stdout().is_terminal();
+        print!("{}", story(&flow, &rulesets, &traces, bold));
+    }
+    if verdict == Verdict::Accept {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    }
+}
+
+fn backend_name(b: Option<Backend>) -> &'static str {
+    match b {
+        Some(Backend::Legacy) => "legacy",
+        Some(Backend::Nft) => "nft",
+        None => "unknown-backend",
+    }
+}
+
+fn family_name(f: Family) -> &'static str {
+    match f {
+        Family::Ipv4 => "ipv4",
+        Family::Ipv6 => "ipv6",
+    }
+}
+
+fn verdict_fields(v: &Verdict, out: &mut Value) {
+    out["verdict"] = json!(v.as_str());
+    match v {
+        Verdict::Reject { with } => out["reject_with"] = json!(with.as_str()),
+        Verdict::Undetermined { reason } => out["reason"] = json!(reason),
+        Verdict::Accept | Verdict::Drop => {}
+    }
+}
+
+fn step_json(s: &Step) -> Value {
+    json!({
+        "hook": s.hook, "backend": s.backend, "table": s.table, "chain": s.chain,
+        "rule": s.rule_number, "matched": s.matched, "why": s.why,
+    })
+}
+
+fn trace_json(t: &Trace) -> Value {
+    let mut v = json!({
+        "decided_by": t.decided_by,
+        "steps": t.steps.iter().map(step_json).collect::<Vec<_>>(),
+        "nat": t.nat,
+    });
+    verdict_fields(&t.verdict, &mut v);
+    v
+}
+
+/// The JSON document of `trace --json` (shape documented in the README).
+pub fn traces_json(flow: &Flow, traces: &Traces) -> Value {
+    if let Some(t) = traces.single()
+        && t.branch.is_empty()
+    {
+        let mut v = trace_json(t);
+        v["flow"] = json!(flow);
+        return v;
+    }
+    let branches: Vec<Value> = traces
+        .branches
+        .iter()
+        .map(|t| {
+            let mut v = trace_json(t);
+            v["probability"] = json!(t.probability);
+            v["choices"] = json!(t.branch);
+            v
+        })
+        .collect();
+    let mut v = json!({ "flow": flow, "branches": branches });
+    verdict_fields(&traces.verdict(), &mut v);
+    v
+}
+
+fn endpoint(e: &Endpoint) -> String {
+    let addr = e.addr.map_or("?".to_owned(), |a| a.to_string());
+    match (e.addr, e.port) {
+        (Some(IpAddr::V6(_)), Some(p)) => format!("[{addr}]:{p}"),
+        (_, Some(p)) => format!("{addr}:{p}"),
+        (_, None) => addr,
+    }
+}
+
+fn flow_line(flow: &Flow) -> String {
+    let proto = match flow.protocol {
+        6 => "tcp".to_owned(),
+        17 => "udp".to_owned(),
+        1 => "icmp".to_owned(),
+        58 => "icmpv6".to_owned(),
+        n => format!("protocol {n}"),
+    };
+    let src = endpoint(&Endpoint {
+        addr: Some(flow.src),
+        port: flow.sport,
+    });
+    let dst = endpoint(&Endpoint {
+        addr: Some(flow.dst),
+        port: flow.dport,
+    });
+    let origin = match flow.origin {
+        Origin::LocalOutput => "sent by a local process",
+        Origin::Input => "arriving for this host",
+        Origin::Forward => "forwarded through this host",
+    };
+    let state = format!("{:?}", flow.ct_state).to_ascii_uppercase();
+    format!("{proto} {src} -> {dst}, {origin}, conntrack {state}")
+}
+
+/// The human story: hook by hook, chain by chain, each rule examined and why; the deciding rule
+/// marked `>>` (and bold when `bold`), with its comment; NAT rewrites; the verdict last.
+pub fn story(flow: &Flow, rulesets: &[Ruleset], traces: &Traces, bold: bool) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", flow_line(flow));
+    let forked = traces.branches.len() > 1;
+    for (k, t) in traces.branches.iter().enumerate() {
+        if forked {
+            let _ = writeln!(
+                out,
+                "\nbranch {} of {} (probability {:.1}%)",
+                k + 1,
+                traces.branches.len(),
+                t.probability * 100.0
+            );
+        }
+        trace_story(&mut out, flow, rulesets, t, bold);
+    }
+    if forked {
+        let _ = writeln!(out, "\noverall: {}", verdict_line(&traces.verdict(), None));
+    }
+    out
+}
+
+fn trace_story(out: &mut String, flow: &Flow, rulesets: &[Ruleset], t: &Trace, bold: bool) {
+    let rule_of = |s: &Step, n: usize| {
+        rulesets
+            .iter()
+            .filter(|rs| rs.family == flow.family && rs.backend == s.backend)
+            .find_map(|rs| {
+                rs.table(s.table)?
+                    .chain(&s.chain)?
+                    .rules
+                    .get(n.checked_sub(1)?)
+            })
+    };
+    let decisive = t.decided_by.as_ref().and_then(|d| {
+        t.steps.iter().rposition(|s| {
+            s.matched
+                && s.backend == d.backend
+                && s.table == d.table
+                && s.chain == d.chain
+                && s.rule_number == d.rule_number
+        })
+    });
+    let mut hook = None;
+    let mut chain: Option<&Step> = None;
+    for (i, s) in t.steps.iter().enumerate() {
+        if hook != Some(s.hook) {
+            let _ = writeln!(out, "\n{}", s.hook);
+            hook = Some(s.hook);
+            chain = None;
+        }
+        let same = chain
+            .is_some_and(|c| c.backend == s.backend && c.table == s.table && c.chain == s.chain);
+        if !same {
+            let _ = writeln!(out, "  {} {} {}", backend_name(s.backend), s.table, s.chain);
+            chain = Some(s);
+        }
+        let decides = Some(i) == decisive;
+        let mark = if decides { ">>" } else { "  " };
+        let rule = s.rule_number.and_then(|n| rule_of(s, n).map(|r| (n, r)));
+        let head = match rule {
+            Some((n, r)) => {
+                // The comment is in the text already; set beside the deciding rule it names the owner.
+                let comment = r
+                    .comment()
+                    .filter(|_| decides)
+                    .map_or(String::new(), |c| format!("   <- {c}"));
+                format!("{mark} {n:>4}  {}{comment}", r.text)
+            }
+            None => format!("{mark}    -  {}", s.why),
+        };
+        let head = if bold && decides {
+            format!("\x1b[1m{head}\x1b[0m")
+        } else {
+            head
+        };
+        let _ = writeln!(out, "  {head}");
+        if rule.is_some() {
+            let outcome = if s.matched { "match" } else { "no match" };
+            let _ = writeln!(out, "            {outcome}: {}", s.why);
+        }
+    }
+    for n in &t.nat {
+        let _ = writeln!(
+            out,
+            "\nNAT {} at {} by {} {} rule {}: {} -> {}",
+            format!("{:?}", n.kind).to_ascii_uppercase(),
+            n.hook,
+            n.rule.table,
+            n.rule.chain,
+            n.rule.rule_number.map_or("-".to_owned(), |r| r.to_string()),
+            endpoint(&n.from),
+            endpoint(&n.to)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nverdict: {}",
+        verdict_line(&t.verdict, t.decided_by.as_ref())
+    );
+}
+
+fn verdict_line(v: &Verdict, by: Option<&RuleRef>) -> String {
+    let head = match v {
+        Verdict::Accept => "ACCEPT".to_owned(),
+        Verdict::Drop => "DROP".to_owned(),
+        Verdict::Reject { with } => format!("REJECT ({})", with.as_str()),
+        Verdict::Undetermined { reason } => format!("UNDETERMINED: {reason}"),
+    };
+    let Some(r) = by else { return head };
+    let backend = backend_name(r.backend);
+    let rule = r
+        .rule_number
+        .map_or("policy".to_owned(), |n| format!("rule {n}"));
+    let comment = r
+        .comment
+        .as_ref()
+        .map_or(String::new(), |c| format!(" \"{c}\""));
+    format!(
+        "{head} by {backend} {} {} {} {rule}{comment}",
+        family_name(r.family),
+        r.table,
+        r.chain
+    )
+}
+
+/// Runs `netprobe rules check FILE...` and returns the exit code. With `restore`, each file is an
+/// `iptables-restore` payload; otherwise `iptables-save` output, and the cross-ruleset checks
+/// (`both-backends`, `k8s-backend`) run over all files together.
+pub fn run_rules_check(files: &[PathBuf], restore: bool, json_out: bool) -> u8 {
+    let mut findings: Vec<Finding> = Vec::new();
+    let mut rulesets = Vec::new();
+    for path in files {
+        let text = match read(path) {
+            Ok(t) => t,
+            Err(e) => return e.report("rules check", json_out),
+        };
+        let opts = ParseOptions::default();
+        if restore {
+            match parse_restore_payload(&text, &opts) {
+                Ok(p) => findings.extend(checks::check_restore_payload(&p)),
+                Err(e) => return parse_failed(path, e).report("rules check", json_out),
+            }
+        } else {
+            match parse_save(&text, &opts) {
+                Ok(rs) => rulesets.push(rs),
+                Err(e) => return parse_failed(path, e).report("rules check", json_out),
+            }
+        }
+    }
+    if !restore {
+        findings.extend(checks::check_all(&rulesets));
+    }
+    let failed = findings.iter().any(|f| f.severity >= Severity::Warning);
+    if json_out {
+        let doc = json!({ "ok": !failed, "findings": findings });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else if findings.is_empty() {
+        println!("no findings");
+    } else {
+        for f in &findings {
+            println!("{:<7} {}: {}", f.severity, f.id, f.summary);
+            for e in &f.evidence {
+                println!("        {e}");
+            }
+        }
+    }
+    if failed { EXIT_FAILED } else { EXIT_OK }
+}
