@@ -71,26 +71,11 @@ pub struct Finding {
     pub evidence: Vec<String>,
 }
 
-fn backend_name(b: Option<Backend>) -> &'static str {
-    match b {
-        Some(Backend::Legacy) => "legacy",
-        Some(Backend::Nft) => "nft",
-        None => "unknown-backend",
-    }
-}
-
-fn family_name(f: Family) -> &'static str {
-    match f {
-        Family::Ipv4 => "ipv4",
-        Family::Ipv6 => "ipv6",
-    }
-}
-
 fn evidence(rs: &Ruleset, table: TableName, chain: &str, number: usize, rule: &Rule) -> String {
     format!(
         "{} {} {table} {chain} rule {number} (line {}): {}",
-        backend_name(rs.backend),
-        family_name(rs.family),
+        Backend::name_of(rs.backend),
+        rs.family.as_str(),
         rule.line,
         rule.text
     )
@@ -316,8 +301,8 @@ pub fn k8s_backend(rulesets: &[Ruleset]) -> Vec<Finding> {
                 let line = chain.line.map_or(String::new(), |l| format!(" (line {l})"));
                 evidence.push(format!(
                     "{} {} {} chain {}{line}",
-                    backend_name(rs.backend),
-                    family_name(rs.family),
+                    Backend::name_of(rs.backend),
+                    rs.family.as_str(),
                     table.name,
                     chain.name
                 ));
@@ -332,7 +317,7 @@ pub fn k8s_backend(rulesets: &[Ruleset]) -> Vec<Finding> {
     }
     let names = |l: &[Option<Backend>]| -> String {
         l.iter()
-            .map(|b| backend_name(*b))
+            .map(|b| Backend::name_of(*b))
             .collect::<Vec<_>>()
             .join(" and ")
     };
@@ -342,7 +327,7 @@ pub fn k8s_backend(rulesets: &[Ruleset]) -> Vec<Finding> {
             Severity::Info,
             format!(
                 "Kubernetes components use the {} backend",
-                backend_name(*one)
+                Backend::name_of(*one)
             ),
         ),
         _ => (
@@ -391,8 +376,8 @@ pub fn both_backends(rulesets: &[Ruleset]) -> Vec<Finding> {
                             }
                             Some(format!(
                                 "{} {} {} {hook}: {} rules, policy {}",
-                                backend_name(rs.backend),
-                                family_name(family),
+                                Backend::name_of(rs.backend),
+                                family.as_str(),
                                 t.name,
                                 c.rules.len(),
                                 c.policy.map_or("-", |p| p.as_str())
@@ -410,7 +395,7 @@ pub fn both_backends(rulesets: &[Ruleset]) -> Vec<Finding> {
                     summary: format!(
                         "both the legacy and the nf_tables backend have {} rules on hook {hook}; \
                          both run, and a drop in either wins",
-                        family_name(family)
+                        family.as_str()
                     ),
                     evidence: legacy.into_iter().chain(nft).collect(),
                 });

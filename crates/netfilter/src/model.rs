@@ -25,6 +25,21 @@ pub enum Backend {
     Nft,
 }
 
+impl Backend {
+    /// `legacy` or `nft`, as serialised.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Legacy => "legacy",
+            Backend::Nft => "nft",
+        }
+    }
+
+    /// The name of an optional backend (`unknown-backend` when a dump had no header saying which).
+    pub fn name_of(backend: Option<Backend>) -> &'static str {
+        backend.map_or("unknown-backend", Backend::as_str)
+    }
+}
+
 /// IPv4 (`iptables`) or IPv6 (`ip6tables`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -36,6 +51,14 @@ pub enum Family {
 }
 
 impl Family {
+    /// `ipv4` or `ipv6`, as serialised.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        }
+    }
+
     /// The family of an address.
     pub fn of(addr: IpAddr) -> Family {
         if addr.is_ipv4() {

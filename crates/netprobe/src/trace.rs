@@ -270,7 +270,7 @@ pub fn run_trace(args: &TraceArgs) -> u8 {
     if !rulesets.iter().any(|rs| rs.family == flow.family) {
         let msg = format!(
             "no --rules file is of the flow's family ({}); an ip6tables-save header says IPv6",
-            family_name(flow.family)
+            flow.family.as_str()
         );
         return InputError::plain(msg).report("trace", args.json);
     }
@@ -289,21 +289,6 @@ pub fn run_trace(args: &TraceArgs) -> u8 {
         EXIT_OK
     } else {
         EXIT_FAILED
-    }
-}
-
-fn backend_name(b: Option<Backend>) -> &'static str {
-    match b {
-        Some(Backend::Legacy) => "legacy",
-        Some(Backend::Nft) => "nft",
-        None => "unknown-backend",
-    }
-}
-
-fn family_name(f: Family) -> &'static str {
-    match f {
-        Family::Ipv4 => "ipv4",
-        Family::Ipv6 => "ipv6",
     }
 }
 
@@ -447,7 +432,13 @@ fn trace_story(out: &mut String, flow: &Flow, rulesets: &[Ruleset], t: &Trace, b
         let same = chain
             .is_some_and(|c| c.backend == s.backend && c.table == s.table && c.chain == s.chain);
         if !same {
-            let _ = writeln!(out, "  {} {} {}", backend_name(s.backend), s.table, s.chain);
+            let _ = writeln!(
+                out,
+                "  {} {} {}",
+                Backend::name_of(s.backend),
+                s.table,
+                s.chain
+            );
             chain = Some(s);
         }
         let decides = Some(i) == decisive;
@@ -503,7 +494,7 @@ fn verdict_line(v: &Verdict, by: Option<&RuleRef>) -> String {
         Verdict::Undetermined { reason } => format!("UNDETERMINED: {reason}"),
     };
     let Some(r) = by else { return head };
-    let backend = backend_name(r.backend);
+    let backend = Backend::name_of(r.backend);
     let rule = r
         .rule_number
         .map_or("policy".to_owned(), |n| format!("rule {n}"));
@@ -513,7 +504,7 @@ fn verdict_line(v: &Verdict, by: Option<&RuleRef>) -> String {
         .map_or(String::new(), |c| format!(" \"{c}\""));
     format!(
         "{head} by {backend} {} {} {} {rule}{comment}",
-        family_name(r.family),
+        r.family.as_str(),
         r.table,
         r.chain
     )
