@@ -49,31 +49,7 @@ fn main() -> ExitCode {
                 };
                 netprobe::oneshot::check(args).await
             }
-            Command::Trace {
-                rules,
-                proto,
-                from,
-                to,
-                sport,
-                in_iface,
-                out_iface,
-                path,
-                state,
-                local_addrs,
-                json,
-            } => netprobe::trace::run_trace(&netprobe::trace::TraceArgs {
-                rules,
-                proto,
-                from,
-                to,
-                sport,
-                in_iface,
-                out_iface,
-                path,
-                state,
-                local_addrs,
-                json,
-            }),
+            Command::Trace(args) => netprobe::trace::run_trace(&args),
             Command::Rules {
                 command:
                     RulesCommand::Check {

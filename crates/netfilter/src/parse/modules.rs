@@ -28,7 +28,7 @@ fn no_neg(negated: bool, opt: &str) -> Result<(), String> {
 }
 
 /// Reads `[!] --opt value` (also `--opt ! value`) and parses the value.
-fn neg_value<T>(
+pub(super) fn neg_value<T>(
     cur: &mut Cursor<'_>,
     negated: bool,
     opt: &str,

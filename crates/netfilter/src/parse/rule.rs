@@ -3,10 +3,10 @@
 use std::borrow::Cow;
 
 use crate::addr::{Cidr, Interface};
-use crate::matches::{Match, Neg};
+use crate::matches::Match;
 use crate::model::Family;
 use crate::parse::cursor::{Cursor, is_core};
-use crate::parse::modules::parse_module;
+use crate::parse::modules::{neg_value, parse_module};
 use crate::parse::targets::parse_target;
 use crate::proto::Protocol;
 use crate::target::Target;
@@ -27,18 +27,6 @@ pub(crate) enum TargetSpec {
 pub(crate) struct ParsedRule {
     pub(crate) matches: Vec<Match>,
     pub(crate) target: Option<TargetSpec>,
-}
-
-fn core_value<T>(
-    cur: &mut Cursor<'_>,
-    negated: bool,
-    opt: &str,
-    parse: impl FnOnce(&str) -> Result<T, String>,
-) -> Result<Neg<T>, String> {
-    let mut negated = negated;
-    let v = cur.value_neg(opt, &mut negated)?;
-    let value = parse(v).map_err(|e| format!("{opt}: {e}"))?;
-    Ok(Neg { negated, value })
 }
 
 /// The module a protocol loads implicitly for options given without `-m` (iptables loads the
@@ -121,7 +109,7 @@ pub(crate) fn parse_rule_args<'a>(
         match opt {
             "-s" | "--source" | "--src" | "-d" | "--destination" | "--dst" => {
                 cur.take_option();
-                let v = core_value(&mut cur, negated, opt, addr)?;
+                let v = neg_value(&mut cur, negated, opt, addr)?;
                 matches.push(if opt.starts_with("-s") || opt == "--src" {
                     Match::Source(v)
                 } else {
@@ -130,7 +118,7 @@ pub(crate) fn parse_rule_args<'a>(
             }
             "-i" | "--in-interface" => {
                 cur.take_option();
-                matches.push(Match::InInterface(core_value(
+                matches.push(Match::InInterface(neg_value(
                     &mut cur,
                     negated,
                     opt,
@@ -139,7 +127,7 @@ pub(crate) fn parse_rule_args<'a>(
             }
             "-o" | "--out-interface" => {
                 cur.take_option();
-                matches.push(Match::OutInterface(core_value(
+                matches.push(Match::OutInterface(neg_value(
                     &mut cur,
                     negated,
                     opt,
@@ -148,7 +136,7 @@ pub(crate) fn parse_rule_args<'a>(
             }
             "-p" | "--protocol" => {
                 cur.take_option();
-                let v = core_value(&mut cur, negated, opt, |s| Ok(Protocol::parse(s)))?;
+                let v = neg_value(&mut cur, negated, opt, |s| Ok(Protocol::parse(s)))?;
                 if !v.negated {
                     proto = Some(v.value.clone());
                 }
