@@ -220,6 +220,17 @@ impl Rule {
             _ => None,
         })
     }
+
+    /// Every `-m comment` text of the rule joined with `; ` (felix writes a rule id and then a
+    /// reason: `"cali:NXQSrOiLF1n-O6Dw; Drop if no policies passed packet"`), or `None`.
+    pub fn comments(&self) -> Option<String> {
+        let mut all = self.matches.iter().filter_map(|m| match m {
+            Match::Comment(c) => Some(c.as_str()),
+            _ => None,
+        });
+        let first = all.next()?;
+        Some(all.fold(first.to_string(), |acc, c| acc + "; " + c))
+    }
 }
 
 /// One table of one family and backend.

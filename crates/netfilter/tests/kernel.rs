@@ -110,39 +110,53 @@ fn table_blocks(text: &str) -> std::collections::BTreeMap<String, Vec<String>> {
     out
 }
 
-/// The kube-proxy generator prints exactly what `iptables-save` prints after `iptables-restore`
-/// of it: same chains in the same order, same rules, same quoting, same statistic probabilities.
-fn kube_proxy_round_trip(backend: Backend) {
-    use netfilter::generate::kube_proxy::{KubeProxyConfig, kube_proxy_text};
-    let prefix = match backend {
-        Backend::Legacy => "iptables-legacy",
-        Backend::Nft => "iptables-nft",
-    };
-    let mut cfg = KubeProxyConfig::new(60, 3);
-    cfg.empty_every = 7;
-    cfg.nodeport_every = 5;
-    cfg.backend = backend;
-    let text = kube_proxy_text(&cfg);
+/// Loads `text` with `{prefix}-restore` in a fresh namespace (after running each `setup` command
+/// there, e.g. `ipset create`) and asserts `{prefix}-save` prints every table back line for line.
+fn assert_kernel_round_trip(prefix: &str, what: &str, text: &str, setup: &[&[&str]]) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("kube-proxy");
-    std::fs::write(&path, &text).unwrap();
+    let path = dir.path().join("rules");
+    std::fs::write(&path, text).unwrap();
     let ns = Netns::new("nfkp").unwrap();
+    for argv in setup {
+        ns.exec_ok(argv).unwrap();
+    }
     if let Err(e) = ns.exec_ok(&[&format!("{prefix}-restore"), path.to_str().unwrap()]) {
-        panic!("{prefix}-restore refused the generated kube-proxy ruleset: {e}");
+        panic!("{prefix}-restore refused the generated {what} ruleset: {e}\n{text}");
     }
     let saved = ns.exec_ok(&[&format!("{prefix}-save")]).unwrap();
-    let (want, got) = (table_blocks(&text), table_blocks(&saved));
+    let (want, got) = (table_blocks(text), table_blocks(&saved));
     assert_eq!(
         want.keys().collect::<Vec<_>>(),
-        got.keys().collect::<Vec<_>>()
+        got.keys().collect::<Vec<_>>(),
+        "{prefix} {what}: tables"
     );
     for (table, lines) in &want {
         assert_eq!(
             Some(lines),
             got.get(table),
-            "{prefix}: table {table} differs after the kernel round trip"
+            "{prefix} {what}: table {table} differs after the kernel round trip"
         );
     }
+    saved
+}
+
+fn tool_prefix(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Legacy => "iptables-legacy",
+        Backend::Nft => "iptables-nft",
+    }
+}
+
+/// The kube-proxy generator prints exactly what `iptables-save` prints after `iptables-restore`
+/// of it: same chains in the same order, same rules, same quoting, same statistic probabilities.
+fn kube_proxy_round_trip(backend: Backend) {
+    use netfilter::generate::kube_proxy::{KubeProxyConfig, kube_proxy_text};
+    let mut cfg = KubeProxyConfig::new(60, 3);
+    cfg.empty_every = 7;
+    cfg.nodeport_every = 5;
+    cfg.backend = backend;
+    let text = kube_proxy_text(&cfg);
+    let saved = assert_kernel_round_trip(tool_prefix(backend), "kube-proxy", &text, &[]);
     let parsed = parse_save(&saved, &ParseOptions::default()).unwrap();
     assert_eq!(parsed.backend, Some(backend));
     assert_eq!(
@@ -151,6 +165,33 @@ fn kube_proxy_round_trip(backend: Backend) {
             .unwrap()
             .rule_count()
     );
+}
+
+/// The Docker, Calico and Antrea generators print what `iptables-save` prints (their ipsets are
+/// created first, as the CNI agents create them before restoring).
+fn cni_round_trip(backend: Backend) {
+    use netfilter::generate::cni::{NodeConfig, antrea_text, calico_text, docker_text};
+    let mut cfg = NodeConfig::new(5);
+    cfg.backend = backend;
+    let prefix = tool_prefix(backend);
+    assert_kernel_round_trip(prefix, "docker", &docker_text(&cfg), &[]);
+    let calico_sets: &[&[&str]] = &[
+        &["ipset", "create", "cali40masq-ipam-pools", "hash:net"],
+        &["ipset", "create", "cali40all-ipam-pools", "hash:net"],
+    ];
+    assert_kernel_round_trip(prefix, "calico", &calico_text(&cfg), calico_sets);
+    let antrea_sets: &[&[&str]] = &[&["ipset", "create", "ANTREA-POD-IP", "hash:net"]];
+    assert_kernel_round_trip(prefix, "antrea", &antrea_text(&cfg), antrea_sets);
+}
+
+#[test]
+fn cni_generators_match_iptables_save_legacy() {
+    cni_round_trip(Backend::Legacy);
+}
+
+#[test]
+fn cni_generators_match_iptables_save_nft() {
+    cni_round_trip(Backend::Nft);
 }
 
 #[test]

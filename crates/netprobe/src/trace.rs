@@ -460,7 +460,7 @@ fn trace_story(out: &mut String, flow: &Flow, rulesets: &[Ruleset], t: &Trace, b
             Some((n, r)) => {
                 // The comment is in the text already; set beside the deciding rule it names the owner.
                 let comment = r
-                    .comment()
+                    .comments()
                     .filter(|_| decides)
                     .map_or(String::new(), |c| format!("   <- {c}"));
                 format!("{mark} {n:>4}  {}{comment}", r.text)

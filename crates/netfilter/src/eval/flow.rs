@@ -192,13 +192,26 @@ impl IpSet {
     }
 }
 
-/// What the evaluator knows about the host: its addresses and ipsets. Taken as complete: an
-/// address not listed is not local. The loopback addresses (127.0.0.0/8 and ::1 on `lo`) are
-/// always local and need not be listed.
+/// One route of the main table (`ip route`): packets to `dst` leave through `dev`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Route {
+    /// The destination prefix (`0.0.0.0/0` / `::/0` for a default route).
+    pub dst: Cidr,
+    /// The output interface.
+    pub dev: String,
+}
+
+/// What the evaluator knows about the host: its addresses, routes and ipsets. Addresses are
+/// taken as complete: an address not listed is not local. The loopback addresses (127.0.0.0/8 and
+/// ::1 on `lo`) are always local and need not be listed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct HostModel {
     /// Every address of every interface.
     pub addrs: Vec<LocalAddr>,
+    /// Routes of the main table, used to find the output interface of a packet whose
+    /// destination a DNAT changed (and of a local packet when the flow gives none). Each address
+    /// in `addrs` also implies its connected subnet route, as the kernel adds one.
+    pub routes: Vec<Route>,
     /// ipset contents by set name.
     pub ipsets: BTreeMap<String, IpSet>,
 }
@@ -212,6 +225,32 @@ impl HostModel {
             prefix,
         });
         self
+    }
+
+    /// Adds a route to `dst` through `dev` (builder style).
+    pub fn with_route(mut self, dst: Cidr, dev: &str) -> HostModel {
+        self.routes.push(Route {
+            dst,
+            dev: dev.to_string(),
+        });
+        self
+    }
+
+    /// The output interface the main routing table picks for a non-local `dst`: the longest
+    /// matching prefix among [`HostModel::routes`] and the connected subnets of
+    /// [`HostModel::addrs`] (an explicit route wins a tie); `None` when nothing matches, so the
+    /// interface stays unknown rather than guessed. Policy routing (`ip rule`) is not modelled.
+    pub fn route_dev(&self, dst: IpAddr) -> Option<&str> {
+        let connected = self.addrs.iter().filter_map(|a| {
+            let net = Cidr::new(a.addr, a.prefix)?;
+            Some((net, a.iface.as_str(), 0u8))
+        });
+        let explicit = self.routes.iter().map(|r| (r.dst, r.dev.as_str(), 1u8));
+        explicit
+            .chain(connected)
+            .filter(|(net, _, _)| net.family() == Family::of(dst) && net.contains(dst))
+            .max_by_key(|(net, _, explicit)| (net.prefix_len().unwrap_or(0), *explicit))
+            .map(|(_, dev, _)| dev)
     }
 
     /// The interface owning the local address `addr` (`lo` for loopback), or `None` if not local.
@@ -263,5 +302,33 @@ impl HostModel {
             (Some(a), None) => Some(a.addr),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_dev_takes_the_longest_prefix_and_prefers_an_explicit_route_on_a_tie() {
+        let host = HostModel::default()
+            .with_addr("eth0", "198.51.100.10".parse().unwrap(), 24)
+            .with_route(Cidr::parse("0.0.0.0/0").unwrap(), "eth0")
+            .with_route(Cidr::parse("192.0.2.0/24").unwrap(), "tun0")
+            .with_route(Cidr::parse("192.0.2.8/32").unwrap(), "cali0")
+            .with_route(Cidr::parse("198.51.100.0/24").unwrap(), "vrf0");
+        let dev = |a: &str| host.route_dev(a.parse().unwrap());
+        assert_eq!(dev("192.0.2.8"), Some("cali0"));
+        assert_eq!(dev("192.0.2.9"), Some("tun0"));
+        assert_eq!(dev("203.0.113.1"), Some("eth0"));
+        assert_eq!(dev("198.51.100.20"), Some("vrf0"));
+        assert_eq!(dev("fd00::1"), None, "no IPv6 route");
+        let bare = HostModel::default().with_addr("eth0", "198.51.100.10".parse().unwrap(), 24);
+        assert_eq!(
+            bare.route_dev("198.51.100.99".parse().unwrap()),
+            Some("eth0")
+        );
+        assert_eq!(bare.route_dev("203.0.113.1".parse().unwrap()), None);
     }
 }

@@ -37,7 +37,7 @@ mod walk;
 
 use serde::Serialize;
 
-pub use flow::{ConnState, Flow, HostModel, IpSet, LocalAddr, Origin};
+pub use flow::{ConnState, Flow, HostModel, IpSet, LocalAddr, Origin, Route};
 pub use hooks::Hook;
 pub use trace::{Choice, Endpoint, NatKind, NatRewrite, RuleRef, Step, Trace, Verdict};
 

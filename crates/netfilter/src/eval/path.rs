@@ -1,5 +1,7 @@
 //! The sequence of hooks a flow crosses, with the routing decisions between them.
 
+use std::net::IpAddr;
+
 use crate::model::Ruleset;
 
 use super::Limits;
@@ -63,22 +65,23 @@ pub(crate) fn walk_once(
 
 fn local_output(w: &mut Walker<'_>, flow: &Flow) -> Result<(), Stop> {
     let host = w.host;
-    let local = host.is_local(flow.dst);
     w.p.indev = Dev::Absent;
-    w.p.outdev = match (&flow.out_iface, local) {
-        (Some(n), _) => Dev::Named(n.clone()),
-        // The kernel routes every local address through the loopback device.
-        (None, true) => Dev::Named("lo".into()),
-        (None, false) => Dev::Unknown,
+    w.p.outdev = match &flow.out_iface {
+        Some(n) => Dev::Named(n.clone()),
+        None => route_dev(host, flow.dst),
     };
     w.hook(Hook::Output)?;
-    w.hook(Hook::Postrouting)?;
     let Some(dst) = w.p.dst else {
         return Err(Stop::undetermined(
             "destination not known after NAT: cannot tell whether it is delivered locally".into(),
             None,
         ));
     };
+    if w.p.rerouted {
+        // A DNAT in OUTPUT re-routes the packet (ip_route_me_harder, net/ipv4/netfilter.c).
+        w.p.outdev = route_dev(host, dst);
+    }
+    w.hook(Hook::Postrouting)?;
     if !host.is_local(dst) {
         return Ok(());
     }
@@ -112,11 +115,21 @@ fn from_outside(w: &mut Walker<'_>, flow: &Flow) -> Result<(), Stop> {
     if local {
         return w.hook(Hook::Input);
     }
-    w.p.outdev = if w.p.rerouted {
-        Dev::Unknown
-    } else {
-        Dev::from_opt(flow.out_iface.as_deref())
+    w.p.outdev = match (&w.p.dst, &flow.out_iface) {
+        (Some(d), _) if w.p.rerouted => route_dev(w.host, *d),
+        (_, Some(n)) => Dev::Named(n.clone()),
+        (_, None) => route_dev(w.host, flow.dst),
     };
     w.hook(Hook::Forward)?;
     w.hook(Hook::Postrouting)
+}
+
+/// The output device the kernel's route lookup gives `dst`: `lo` for a local address (the kernel
+/// routes every local address through the loopback device), else the host model's route, else
+/// unknown.
+fn route_dev(host: &HostModel, dst: IpAddr) -> Dev {
+    if host.is_local(dst) {
+        return Dev::Named("lo".into());
+    }
+    Dev::from_opt(host.route_dev(dst))
 }

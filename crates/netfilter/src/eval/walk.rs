@@ -43,7 +43,7 @@ struct Cx<'r> {
 impl Cx<'_> {
     fn rule_ref(&self, chain: &Chain, idx: usize) -> RuleRef {
         let (text, comment) = match chain.rules.get(idx) {
-            Some(r) => (r.text.clone(), r.comment().map(str::to_string)),
+            Some(r) => (r.text.clone(), r.comments()),
             None => (String::new(), None),
         };
         RuleRef {
