@@ -230,7 +230,7 @@ fn parse_member(elem: &str, shape: SetShape) -> Result<Vec<Cidr>, String> {
 }
 
 /// The fewest networks covering exactly `start..=end` (same family), or `None` if `start > end`
-/// or the families differ. At most [`MAX_RANGE_PARTS`] networks.
+/// or the families differ. At most 256 networks (two per address bit).
 pub fn range_to_cidrs(start: IpAddr, end: IpAddr) -> Option<Vec<Cidr>> {
     let (lo, hi, width) = match (start, end) {
         (IpAddr::V4(a), IpAddr::V4(b)) => (u128::from(a.to_bits()), u128::from(b.to_bits()), 32),
