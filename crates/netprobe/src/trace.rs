@@ -396,12 +396,14 @@ pub fn run_trace(args: &TraceArgs) -> u8 {
     } else {
         load_files(args)
     };
-    let input =
-        match loaded.and_then(|i| question(args, i.from, i.out_iface.clone()).map(|f| (i, f))) {
-            Ok(x) => x,
-            Err(e) => return e.report("trace", args.json),
-        };
-    let (input, flow) = input;
+    let asked = loaded.and_then(|input| {
+        let flow = question(args, input.from, input.out_iface.clone())?;
+        Ok((input, flow))
+    });
+    let (input, flow) = match asked {
+        Ok(x) => x,
+        Err(e) => return e.report("trace", args.json),
+    };
     let traces = trace(&input.rulesets, &input.host, &flow);
     let verdict = traces.verdict();
     if args.json {

@@ -129,6 +129,22 @@ fn legacy_rules_in_a_named_namespace() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
     assert_eq!(json(&o)["verdict"], "accept");
 
+    // A --from that is not local: the kernel refuses the route, which is a warning.
+    let o = trace_in(
+        &["--netns", ns.name(), "--from", "192.0.2.99"],
+        "tcp",
+        "198.51.100.20:81",
+    );
+    let v = json(&o);
+    assert_eq!(v["live"]["route"]["result"]["status"], "failed", "{v:#}");
+    let warnings = v["live"]["warnings"].as_array().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("no route for this packet")),
+        "{v:#}"
+    );
+
     // Without --netns/--pid: the namespace netprobe runs in (here started inside the lab one).
     let o = ns
         .exec(&[

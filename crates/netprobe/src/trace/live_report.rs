@@ -141,6 +141,12 @@ impl LiveReport {
                     ),
                     None => {
                         v["route"] = Value::Null;
+                        // E.g. a --from that is not local: the kernel would not send this packet.
+                        warnings.push(format!(
+                            "the kernel has no route for this packet ({cmd}: {}); the output \
+                             interface is unknown unless --out is given",
+                            r.capture.summary()
+                        ));
                         r.capture.summary()
                     }
                 };
