@@ -6,7 +6,8 @@
 //!
 //! Exit codes: `trace` 0 accept, 1 drop/reject/undetermined; `rules check` 0 clean (info findings
 //! only), 1 a warning or error finding; both 2 on bad input (unreadable file, parse error with its
-//! line number and text, inconsistent flow).
+//! line number and text, inconsistent flow; with `--live` a namespace or pid that does not exist or
+//! cannot be entered, or collected output that does not parse).
 
 use std::fmt::Write as _;
 use std::io::IsTerminal as _;
