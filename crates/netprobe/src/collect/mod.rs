@@ -245,6 +245,12 @@ impl NetnsSnapshot {
         })
     }
 
+    /// The native nftables ruleset as `nft -j list ruleset` printed it (libnftables-json(5)),
+    /// when `nft` ran successfully: the input of the nft JSON parser.
+    pub fn nft_json(&self) -> Option<&str> {
+        self.nft_ruleset.ok_stdout()
+    }
+
     /// The route found for `query`, if it was asked and answered.
     pub fn route(&self, query: RouteQuery) -> Option<&RouteLookup> {
         self.routes.iter().find(|r| r.query == query)
@@ -254,7 +260,7 @@ impl NetnsSnapshot {
     /// that is not iptables-nft's own (`ip`/`ip6` `filter`, `nat`, `mangle`, `raw`, `security`).
     /// Their rules are not evaluated yet. Empty when `nft` did not run.
     pub fn native_nft_tables(&self) -> Vec<String> {
-        let Some(text) = self.nft_ruleset.ok_stdout() else {
+        let Some(text) = self.nft_json() else {
             return Vec::new();
         };
         let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
