@@ -6,6 +6,7 @@
 //!   original text, comment, line, counters).
 //! * [`parse_save`] reads a dump; [`parse_restore_payload`] reads an `iptables-restore` payload and
 //!   records undeclared chain references. Errors are [`ParseError`] `{ line, text, message }`.
+//! * [`parse_ipset_save`] reads `ipset save` output into [`eval::IpSet`]s for the evaluator.
 //! * [`render`] writes the canonical save text; parse → render → parse is the identity.
 //! * `generate` (feature `gen`): random valid rulesets from a seed.
 //!
@@ -19,6 +20,7 @@ pub mod eval;
 #[cfg(feature = "gen")]
 pub mod generate;
 pub mod icmp;
+pub mod ipset;
 pub mod lex;
 pub mod matches;
 pub mod model;
@@ -29,6 +31,7 @@ pub mod target;
 
 pub use addr::{AddrRange, Cidr, IdRange, Interface, MacAddr, MarkMask, PortRange};
 pub use icmp::IcmpType;
+pub use ipset::parse_ipset_save;
 pub use matches::{Match, Neg};
 pub use model::{
     Backend, Chain, Counters, Family, Policy, Rule, Ruleset, SaveComment, Table, TableName,

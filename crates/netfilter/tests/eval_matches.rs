@@ -86,6 +86,7 @@ fn ipset_membership_needs_its_contents() {
         IpSet {
             kind: "hash:net".into(),
             members: vec![Cidr::parse("192.0.2.0/28").unwrap()],
+            nomatch: vec![],
         },
     );
     assert_eq!(trace(&rs, &h, &f).verdict(), Verdict::Drop);

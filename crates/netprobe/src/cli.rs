@@ -69,9 +69,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Trace one flow through saved netfilter rulesets: which rule of which backend, table and chain
-    /// decides it, hook by hook, with NAT; exit 0 accept, 1 drop/reject/undetermined, 2 bad input.
-    /// Reading the live rules (`--live`), `nft -j` rulesets and ipset contents is not yet available.
+    /// Trace one flow through netfilter rulesets (saved, or read live from a network namespace):
+    /// which rule of which backend, table and chain decides it, hook by hook, with NAT; exit 0
+    /// accept, 1 drop/reject/undetermined, 2 bad input. Native `nft -j` rulesets are collected
+    /// with `--live` but not evaluated yet.
     Trace(trace::TraceArgs),
     /// Static checks on netfilter rulesets.
     Rules {

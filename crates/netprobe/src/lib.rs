@@ -6,6 +6,7 @@
 
 pub mod check;
 pub mod cli;
+pub mod collect;
 pub mod conditions;
 pub mod config;
 pub mod logging;

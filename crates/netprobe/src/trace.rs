@@ -2,172 +2,38 @@
 //! `netprobe rules check` (static findings on a ruleset or an `iptables-restore` payload). Both are
 //! thin shells over the `netfilter` crate: read files, build the question, print the answer.
 //!
+//! With `--live`, `trace` collects the rules, ipsets, addresses and route itself ([`crate::collect`]).
+//!
 //! Exit codes: `trace` 0 accept, 1 drop/reject/undetermined; `rules check` 0 clean (info findings
 //! only), 1 a warning or error finding; both 2 on bad input (unreadable file, parse error with its
-//! line number and text, inconsistent flow).
+//! line number and text, inconsistent flow; with `--live` a namespace or pid that does not exist or
+//! cannot be entered, or collected output that does not parse).
 
 use std::fmt::Write as _;
 use std::io::IsTerminal as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use clap::ValueEnum;
 use netfilter::checks::{self, Finding, Severity};
 use netfilter::eval::{
     ConnState, Endpoint, Flow, HostModel, Origin, RuleRef, Step, Trace, Traces, Verdict, trace,
 };
 use netfilter::{
-    Backend, Family, ParseError, ParseOptions, Ruleset, parse_restore_payload, parse_save,
+    Backend, Family, ParseError, ParseOptions, Ruleset, parse_ipset_save, parse_restore_payload,
+    parse_save,
 };
 use serde_json::{Value, json};
 
+use crate::collect::{self, NetnsTarget, RouteQuery};
 use crate::oneshot::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 
-/// `--proto`: a name or an IP protocol number (`IPPROTO_*`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProtoArg {
-    /// TCP (6); a NEW flow is a SYN.
-    Tcp,
-    /// UDP (17).
-    Udp,
-    /// ICMP echo request: ICMP (1) type 8 for IPv4, ICMPv6 (58) type 128 for IPv6.
-    Icmp,
-    /// Any other protocol number.
-    Number(u8),
-}
+mod args;
+mod live_report;
 
-/// Parses `tcp`, `udp`, `icmp` (also `icmpv6`) or a number 0–255.
-pub fn parse_proto(s: &str) -> Result<ProtoArg, String> {
-    match s.to_ascii_lowercase().as_str() {
-        "tcp" => Ok(ProtoArg::Tcp),
-        "udp" => Ok(ProtoArg::Udp),
-        "icmp" | "icmpv6" | "ipv6-icmp" => Ok(ProtoArg::Icmp),
-        n => n
-            .parse::<u8>()
-            .map(ProtoArg::Number)
-            .map_err(|_| format!("{s:?} is not tcp, udp, icmp or a protocol number 0-255")),
-    }
-}
-
-/// `--to ADDR[:PORT]` (IPv6 with a port as `[ADDR]:PORT`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ToArg {
-    /// The destination address.
-    pub addr: IpAddr,
-    /// The destination port, if given.
-    pub port: Option<u16>,
-}
-
-/// Parses `198.51.100.5`, `198.51.100.5:80`, `fd00::1` or `[fd00::1]:80`.
-pub fn parse_to(s: &str) -> Result<ToArg, String> {
-    if let Ok(sa) = s.parse::<SocketAddr>() {
-        return Ok(ToArg {
-            addr: sa.ip(),
-            port: Some(sa.port()),
-        });
-    }
-    let bare = s.trim_start_matches('[').trim_end_matches(']');
-    bare.parse::<IpAddr>()
-        .map(|addr| ToArg { addr, port: None })
-        .map_err(|_| format!("{s:?} is not ADDR or ADDR:PORT ([ADDR]:PORT for IPv6)"))
-}
-
-/// `--local-addr IF=ADDR[/PREFIX]`: an address of this host (prefix default: a host route).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalAddrArg {
-    /// Interface name.
-    pub iface: String,
-    /// The address.
-    pub addr: IpAddr,
-    /// Prefix length (32 / 128 when omitted).
-    pub prefix: u8,
-}
-
-/// Parses `eth0=198.51.100.5/24`.
-pub fn parse_local_addr(s: &str) -> Result<LocalAddrArg, String> {
-    let err = || format!("{s:?} is not IF=ADDR[/PREFIX], e.g. eth0=198.51.100.5/24");
-    let (iface, rest) = s.split_once('=').ok_or_else(err)?;
-    let (addr, prefix) = rest
-        .split_once('/')
-        .map_or((rest, None), |(a, p)| (a, Some(p)));
-    let addr: IpAddr = addr.parse().map_err(|_| err())?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    let prefix = match prefix {
-        None => max,
-        Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(err)?,
-    };
-    if iface.is_empty() {
-        return Err(err());
-    }
-    Ok(LocalAddrArg {
-        iface: iface.to_owned(),
-        addr,
-        prefix,
-    })
-}
-
-/// `--path`: where the packet starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PathArg {
-    /// Sent by a local process (OUTPUT, POSTROUTING, and loopback re-entry for a local destination).
-    Output,
-    /// Arriving from outside for this host (PREROUTING, INPUT).
-    Input,
-    /// Arriving from outside and routed on (PREROUTING, FORWARD, POSTROUTING).
-    Forward,
-}
-
-/// `--state`: the conntrack state after conntrack has seen the packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum StateArg {
-    /// First packet of a connection (the nat table is consulted).
-    New,
-    /// A packet of an established connection.
-    Established,
-    /// Related to an existing connection.
-    Related,
-    /// Not classifiable by conntrack.
-    Invalid,
-}
-
-/// Arguments of `netprobe trace` (clap reads them straight into this struct).
-#[derive(Debug, Clone, clap::Args)]
-pub struct TraceArgs {
-    /// `iptables-save` / `ip6tables-save` output of either backend (repeatable; backend and
-    /// family from each file's `# Generated by` header; IPv4 and backend unknown without one).
-    #[arg(long = "rules", required = true, value_name = "FILE")]
-    pub rules: Vec<PathBuf>,
-    /// `tcp`, `udp`, `icmp` (an echo request) or a protocol number.
-    #[arg(long, value_parser = parse_proto)]
-    pub proto: ProtoArg,
-    /// Source address.
-    #[arg(long, value_name = "ADDR")]
-    pub from: IpAddr,
-    /// Destination: `ADDR`, `ADDR:PORT` or `[ADDR6]:PORT`.
-    #[arg(long, value_name = "ADDR[:PORT]", value_parser = parse_to)]
-    pub to: ToArg,
-    /// Source port.
-    #[arg(long, value_name = "N")]
-    pub sport: Option<u16>,
-    /// Input interface (input and forward paths).
-    #[arg(long = "in", value_name = "IF")]
-    pub in_iface: Option<String>,
-    /// Output interface.
-    #[arg(long = "out", value_name = "IF")]
-    pub out_iface: Option<String>,
-    /// Where the packet starts.
-    #[arg(long, value_enum, default_value_t = PathArg::Output)]
-    pub path: PathArg,
-    /// Conntrack state of the packet.
-    #[arg(long, value_enum, default_value_t = StateArg::New)]
-    pub state: StateArg,
-    /// An address of this host, `IF=ADDR[/PREFIX]` (repeatable; loopback is always local).
-    #[arg(long = "local-addr", value_name = "IF=ADDR/PREFIX", value_parser = parse_local_addr)]
-    pub local_addrs: Vec<LocalAddrArg>,
-    /// Print the trace as JSON (shape in the README).
-    #[arg(long)]
-    pub json: bool,
-}
+pub use args::{
+    LocalAddrArg, PathArg, ProtoArg, StateArg, ToArg, TraceArgs, parse_local_addr, parse_proto,
+    parse_to,
+};
 
 /// An input error: which file, and the parser's line and text when there is one.
 struct InputError {
@@ -219,13 +85,23 @@ fn parse_failed(path: &Path, e: ParseError) -> InputError {
     }
 }
 
-/// Builds the flow and the host model from the arguments.
-fn question(args: &TraceArgs) -> Result<(Flow, HostModel), InputError> {
+/// What a trace runs on, read from files or collected live.
+struct Input {
+    rulesets: Vec<Ruleset>,
+    host: HostModel,
+    from: IpAddr,
+    out_iface: Option<String>,
+    /// With `--live`: what was collected, for the report.
+    live: Option<live_report::LiveReport>,
+}
+
+/// Builds the flow from the arguments, the source address and output interface decided.
+fn question(args: &TraceArgs, from: IpAddr, out_iface: Option<String>) -> Result<Flow, InputError> {
     let family = Family::of(args.to.addr);
-    if Family::of(args.from) != family {
+    if Family::of(from) != family {
         return Err(InputError::plain(format!(
             "--from {} and --to {} are of different address families",
-            args.from, args.to.addr
+            from, args.to.addr
         )));
     }
     let origin = match args.path {
@@ -234,10 +110,10 @@ fn question(args: &TraceArgs) -> Result<(Flow, HostModel), InputError> {
         PathArg::Forward => Origin::Forward,
     };
     let mut flow = match args.proto {
-        ProtoArg::Icmp => Flow::echo_request(origin, args.from, args.to.addr),
-        ProtoArg::Tcp => Flow::new(origin, 6, args.from, args.to.addr),
-        ProtoArg::Udp => Flow::new(origin, 17, args.from, args.to.addr),
-        ProtoArg::Number(n) => Flow::new(origin, n, args.from, args.to.addr),
+        ProtoArg::Icmp => Flow::echo_request(origin, from, args.to.addr),
+        ProtoArg::Tcp => Flow::new(origin, 6, from, args.to.addr),
+        ProtoArg::Udp => Flow::new(origin, 17, from, args.to.addr),
+        ProtoArg::Number(n) => Flow::new(origin, n, from, args.to.addr),
     };
     // TCP, UDP, DCCP, SCTP, UDP-Lite: the protocols with ports that iptables matches on.
     let has_ports = matches!(flow.protocol, 6 | 17 | 33 | 132 | 136);
@@ -250,52 +126,137 @@ fn question(args: &TraceArgs) -> Result<(Flow, HostModel), InputError> {
     flow.dport = args.to.port;
     flow.sport = args.sport;
     flow.in_iface.clone_from(&args.in_iface);
-    flow.out_iface.clone_from(&args.out_iface);
-    let flow = flow.with_state(match args.state {
+    flow.out_iface = out_iface;
+    Ok(flow.with_state(match args.state {
         StateArg::New => ConnState::New,
         StateArg::Established => ConnState::Established,
         StateArg::Related => ConnState::Related,
         StateArg::Invalid => ConnState::Invalid,
-    });
-    let host = args.local_addrs.iter().fold(HostModel::default(), |h, a| {
-        h.with_addr(&a.iface, a.addr, a.prefix)
-    });
-    Ok((flow, host))
+    }))
+}
+
+fn add_local_addrs(host: HostModel, args: &TraceArgs) -> HostModel {
+    args.local_addrs
+        .iter()
+        .fold(host, |h, a| h.with_addr(&a.iface, a.addr, a.prefix))
+}
+
+/// `--rules` and `--ipset` files.
+fn load_files(args: &TraceArgs) -> Result<Input, InputError> {
+    let mut rulesets = Vec::new();
+    for path in &args.rules {
+        let text = read(path)?;
+        let rs = parse_save(&text, &ParseOptions::default()).map_err(|e| parse_failed(path, e))?;
+        rulesets.push(rs);
+    }
+    let mut host = add_local_addrs(HostModel::default(), args);
+    for path in &args.ipsets {
+        let text = read(path)?;
+        let sets = parse_ipset_save(&text).map_err(|e| parse_failed(path, e))?;
+        host.ipsets.extend(sets);
+    }
+    let family = Family::of(args.to.addr);
+    if !rulesets.iter().any(|rs| rs.family == family) {
+        return Err(InputError::plain(format!(
+            "no --rules file is of the flow's family ({}); an ip6tables-save header says IPv6",
+            family.as_str()
+        )));
+    }
+    let from = args
+        .from
+        .ok_or_else(|| InputError::plain("--from is required without --live".into()))?;
+    Ok(Input {
+        rulesets,
+        host,
+        from,
+        out_iface: args.out_iface.clone(),
+        live: None,
+    })
+}
+
+/// `--live`: collect in the target namespace; the source address and output device default to
+/// the kernel's route for the destination.
+fn load_live(args: &TraceArgs) -> Result<Input, InputError> {
+    let target = match (&args.netns, args.pid) {
+        (Some(name), _) => NetnsTarget::Named { name: name.clone() },
+        (None, Some(pid)) => NetnsTarget::Pid { pid },
+        (None, None) => NetnsTarget::Current,
+    };
+    let output = args.path == PathArg::Output;
+    let query = RouteQuery {
+        to: args.to.addr,
+        from: args.from,
+    };
+    let questions = if output { vec![query] } else { Vec::new() };
+    let snap = collect::collect(&target, &questions)
+        .map_err(|e| InputError::plain(format!("--live: {e}")))?;
+    let snap_err = |e: collect::SnapshotParseError| InputError {
+        message: format!("--live: {e}"),
+        file: Some(e.tool.clone()),
+        parse: Some(e.error),
+    };
+    let rulesets = snap.rulesets().map_err(snap_err)?;
+    let host = add_local_addrs(snap.host_model().map_err(snap_err)?, args);
+    let route = snap.route(query).filter(|_| output);
+    let from = match (args.from, route) {
+        (Some(f), _) => f,
+        (None, Some(r)) => r.route.as_ref().and_then(|r| r.prefsrc).ok_or_else(|| {
+            InputError::plain(format!(
+                "--live: no --from given and the kernel has no source address for {}: {} ({})",
+                args.to.addr,
+                r.capture.argv.join(" "),
+                r.capture.summary()
+            ))
+        })?,
+        (None, None) => {
+            return Err(InputError::plain(
+                "--from is required for --path input and forward".into(),
+            ));
+        }
+    };
+    let out_iface = args
+        .out_iface
+        .clone()
+        .or_else(|| route.and_then(|r| r.route.as_ref()?.dev.clone()));
+    let live = live_report::LiveReport::new(&snap, &rulesets, &host, route);
+    Ok(Input {
+        rulesets,
+        host,
+        from,
+        out_iface,
+        live: Some(live),
+    })
 }
 
 /// Runs `netprobe trace` and returns the exit code.
 pub fn run_trace(args: &TraceArgs) -> u8 {
-    let (flow, host) = match question(args) {
-        Ok(q) => q,
+    let loaded = if args.live {
+        load_live(args)
+    } else {
+        load_files(args)
+    };
+    let asked = loaded.and_then(|input| {
+        let flow = question(args, input.from, input.out_iface.clone())?;
+        Ok((input, flow))
+    });
+    let (input, flow) = match asked {
+        Ok(x) => x,
         Err(e) => return e.report("trace", args.json),
     };
-    let mut rulesets = Vec::new();
-    for path in &args.rules {
-        let parsed = read(path).and_then(|text| {
-            parse_save(&text, &ParseOptions::default()).map_err(|e| parse_failed(path, e))
-        });
-        match parsed {
-            Ok(rs) => rulesets.push(rs),
-            Err(e) => return e.report("trace", args.json),
-        }
-    }
-    if !rulesets.iter().any(|rs| rs.family == flow.family) {
-        let msg = format!(
-            "no --rules file is of the flow's family ({}); an ip6tables-save header says IPv6",
-            flow.family.as_str()
-        );
-        return InputError::plain(msg).report("trace", args.json);
-    }
-    let traces = trace(&rulesets, &host, &flow);
+    let traces = trace(&input.rulesets, &input.host, &flow);
     let verdict = traces.verdict();
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&traces_json(&flow, &traces)).unwrap_or_default()
-        );
+        let mut doc = traces_json(&flow, &traces);
+        if let Some(live) = &input.live {
+            doc["live"] = live.json();
+        }
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
         let bold = std::io::stdout().is_terminal();
-        print!("{}", story(&flow, &rulesets, &traces, bold));
+        if let Some(live) = &input.live {
+            print!("{}", live.text());
+        }
+        print!("{}", story(&flow, &input.rulesets, &traces, bold));
     }
     if verdict == Verdict::Accept {
         EXIT_OK

@@ -175,20 +175,30 @@ pub struct LocalAddr {
     pub prefix: u8,
 }
 
-/// The contents of one ipset (`ipset save`). Only single-dimension address sets (`hash:ip`,
-/// `hash:net`) are modelled; for any other type the evaluator answers `undetermined`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The contents of one ipset ([`crate::ipset::parse_ipset_save`] reads `ipset save`). Only
+/// single-dimension address sets (`hash:ip`, `hash:net`, `bitmap:ip`) are modelled; for any other
+/// type the evaluator answers `undetermined`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct IpSet {
     /// The set type as `ipset save` prints it (`hash:ip`, `hash:net`, `hash:ip,port`, …).
     pub kind: String,
-    /// The members (a host for `hash:ip`).
+    /// The members (a host for `hash:ip` without `netmask`).
     pub members: Vec<Cidr>,
+    /// Members added with `nomatch` (`hash:net`): an address whose most specific covering entry
+    /// is one of these is not in the set (ipset(8), "nomatch").
+    pub nomatch: Vec<Cidr>,
 }
 
 impl IpSet {
     /// Whether membership of one address can be decided from this model.
     pub fn is_address_set(&self) -> bool {
-        matches!(self.kind.as_str(), "hash:ip" | "hash:net")
+        matches!(self.kind.as_str(), "hash:ip" | "hash:net" | "bitmap:ip")
+    }
+
+    /// Whether the type supports `nomatch` entries and so `--return-nomatch`
+    /// (`IPSET_TYPE_NOMATCH`: the `hash:net` family of types).
+    pub fn has_nomatch_feature(&self) -> bool {
+        self.kind.starts_with("hash:net")
     }
 }
 

@@ -328,22 +328,48 @@ fn addrtype(m: &AddrTypeMatch, p: &Packet, host: &HostModel) -> Tri {
     src.and(opt(&m.dst, |t| test(p.dst, "destination", t)))
 }
 
+/// xt_set.c `match_set` over ip_set_core.c `ip_set_test`: a one-dimension address set uses the
+/// first `src`/`dst` flag (extra flags are ignored); the most specific entry covering the address
+/// decides (ip_set_hash_gen.h `mtype_test_cidrs` tries prefixes longest first), a `nomatch` entry
+/// meaning "not in the set" — inverted by `--return-nomatch` for types with the nomatch feature.
 fn set(s: &SetMatch, p: &Packet, host: &HostModel) -> Tri {
     let Some(set) = host.ipsets.get(&s.set) else {
         return unknown(format!("ipset `{}`: contents not given", s.set));
     };
-    if !set.is_address_set() || s.dst.len() != 1 || s.return_nomatch {
+    let Some(&use_dst) = s.dst.first().filter(|_| set.is_address_set()) else {
         return unknown(format!(
-            "ipset `{}` ({}): only single-address lookups in hash:ip/hash:net sets are modelled",
+            "ipset `{}` ({}): only single-address lookups in hash:ip/hash:net/bitmap:ip sets are modelled",
             s.set, set.kind
         ));
-    }
-    let (addr, what) = if s.dst[0] {
+    };
+    let (addr, what) = if use_dst {
         (p.dst, "destination")
     } else {
         (p.src, "source")
     };
-    addr_in(addr, what, |a| set.members.iter().any(|m| m.contains(a))).neg(s.negated)
+    // Specificity of an entry: the bits its mask keeps (the prefix length when contiguous).
+    let best = |list: &[Cidr], a: IpAddr| {
+        list.iter()
+            .filter(|c| c.contains(a))
+            .map(|c| match c.mask() {
+                IpAddr::V4(m) => m.to_bits().count_ones(),
+                IpAddr::V6(m) => m.to_bits().count_ones(),
+            })
+            .max()
+    };
+    let return_nomatch = s.return_nomatch && set.has_nomatch_feature();
+    addr_in(addr, what, |a| {
+        let found = best(&set.members, a);
+        let found_nomatch = best(&set.nomatch, a);
+        // A nomatch entry as specific as a member wins: the dump cannot hold both (same key).
+        let nomatch_wins = found_nomatch.is_some() && found_nomatch >= found;
+        if return_nomatch {
+            nomatch_wins
+        } else {
+            found.is_some() && !nomatch_wins
+        }
+    })
+    .neg(s.negated)
 }
 
 /// xt_owner.c `owner_mt`: without a local socket the match holds iff every given option is
