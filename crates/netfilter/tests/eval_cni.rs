@@ -113,6 +113,7 @@ fn calico(with_sets: bool) -> (Vec<Ruleset>, HostModel) {
             let set = IpSet {
                 kind: "hash:net".into(),
                 members: vec![cidr("192.0.2.0/24")],
+                ..Default::default()
             };
             host.ipsets.insert(name.into(), set);
         }
@@ -205,6 +206,7 @@ fn antrea() -> (Vec<Ruleset>, HostModel) {
     let pods = IpSet {
         kind: "hash:net".into(),
         members: vec![cidr("192.0.2.0/24"), cidr("203.0.113.0/24")],
+        ..Default::default()
     };
     host.ipsets.insert("ANTREA-POD-IP".into(), pods);
     (rs, host)

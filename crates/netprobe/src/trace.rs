@@ -136,9 +136,13 @@ fn question(args: &TraceArgs, from: IpAddr, out_iface: Option<String>) -> Result
 }
 
 fn add_local_addrs(host: HostModel, args: &TraceArgs) -> HostModel {
-    args.local_addrs
+    let host = args
+        .local_addrs
         .iter()
-        .fold(host, |h, a| h.with_addr(&a.iface, a.addr, a.prefix))
+        .fold(host, |h, a| h.with_addr(&a.iface, a.addr, a.prefix));
+    args.routes
+        .iter()
+        .fold(host, |h, r| h.with_route(r.dst, &r.dev))
 }
 
 /// `--rules` and `--ipset` files.

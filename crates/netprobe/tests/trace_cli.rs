@@ -362,3 +362,53 @@ fn bad_flow_arguments_exit_2() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("cannot read"));
 }
+
+/// `--route` gives the output interface after a DNAT re-routes the packet; without it the
+/// `-o br9` match cannot be decided and the verdict says so.
+#[test]
+fn route_flag_decides_the_output_interface_after_dnat() {
+    let rules = fixture("published-port.txt");
+    let base = [
+        "trace",
+        "--rules",
+        &rules,
+        "--path",
+        "input",
+        "--in",
+        "eth0",
+        "--proto",
+        "tcp",
+        "--from",
+        "203.0.113.50",
+        "--to",
+        "198.51.100.1:8080",
+        "--local-addr",
+        "eth0=198.51.100.1/24",
+        "--json",
+    ];
+    let with_route: Vec<&str> = base
+        .iter()
+        .copied()
+        .chain(["--route", "192.0.2.0/24=br9"])
+        .collect();
+    let o = netprobe(&with_route);
+    let v = json(&o);
+    assert_eq!(v["verdict"], "accept", "{v:#}");
+    assert_eq!(v["nat"][0]["to"]["addr"], "192.0.2.2", "{v:#}");
+    assert_eq!(o.status.code(), Some(0));
+
+    let v = json(&netprobe(&base));
+    assert_eq!(v["verdict"], "undetermined", "{v:#}");
+
+    let o = netprobe(&[
+        "trace",
+        "--rules",
+        &rules,
+        "--to",
+        "192.0.2.2:80",
+        "--route",
+        "bogus",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("DST=DEV"), "{}", text(&o.stderr));
+}

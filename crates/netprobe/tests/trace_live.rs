@@ -459,3 +459,62 @@ fn missing_namespace_or_pid_exits_2_with_a_clear_message() {
         assert_eq!(o.status.code(), Some(2), "{args:?}");
     }
 }
+
+/// A published port (DNAT in PREROUTING) re-routed to a bridge: the namespace's own routing
+/// table gives the output interface FORWARD's `-o` matches, so the verdict is decided.
+#[test]
+fn dnat_is_rerouted_through_the_namespaces_routing_table() {
+    let ns = lab_host();
+    // No dummy driver in every kernel: a veth pair stands in for the bridge.
+    ns.ip(&["link", "add", "br9", "type", "veth", "peer", "name", "br9p"])
+        .unwrap();
+    for dev in ["br9", "br9p"] {
+        ns.ip(&["link", "set", dev, "up"]).unwrap();
+    }
+    ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "br9"])
+        .unwrap();
+    rule(
+        &ns,
+        "iptables-legacy",
+        "-t nat -A PREROUTING -d 198.51.100.1/32 -p tcp --dport 8080 -j DNAT --to-destination 192.0.2.2:80",
+    );
+    rule(&ns, "iptables-legacy", "-P FORWARD DROP");
+    rule(
+        &ns,
+        "iptables-legacy",
+        "-A FORWARD -o br9 -p tcp --dport 80 -j ACCEPT",
+    );
+    let args = [
+        "trace",
+        "--live",
+        "--netns",
+        ns.name(),
+        "--path",
+        "input",
+        "--in",
+        "v1",
+        "--proto",
+        "tcp",
+        "--from",
+        "203.0.113.50",
+        "--to",
+        "198.51.100.1:8080",
+        "--json",
+    ];
+    let o = netprobe(&args);
+    let v = json(&o);
+    assert_eq!(v["verdict"], "accept", "{v:#}");
+    assert_eq!(v["nat"][0]["kind"], "dnat", "{v:#}");
+    assert_eq!(v["nat"][0]["to"]["addr"], "192.0.2.2", "{v:#}");
+    let accepted = v["steps"].as_array().unwrap().iter().any(|s| {
+        s["hook"] == "FORWARD" && s["chain"] == "FORWARD" && s["rule"] == 1 && s["matched"] == true
+    });
+    assert!(accepted, "FORWARD rule 1 (-o br9) matched: {v:#}");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+
+    // Without the route to 192.0.2.0/24 the output interface is unknown: undetermined, not a guess.
+    ns.ip(&["addr", "del", "192.0.2.1/24", "dev", "br9"])
+        .unwrap();
+    let v = json(&netprobe(&args));
+    assert_eq!(v["verdict"], "undetermined", "{v:#}");
+}

@@ -61,6 +61,41 @@ pub fn parse_addrs(json: &str) -> Result<Vec<Addr>, String> {
     Ok(out)
 }
 
+/// Every route of `ip -j route show` / `ip -6 -j route show` output (the main table) with a
+/// device, as the evaluator's host routes: `dst` `default` becomes `0.0.0.0/0` or `::/0`
+/// (by `family`), a bare address a host route. Routes without a device (blackhole,
+/// unreachable, multipath) are left out. Errors: not JSON, or not an array.
+pub fn parse_route_table(json: &str, family: netfilter::Family) -> Result<Vec<TableRoute>, String> {
+    let v: Value = serde_json::from_str(json).map_err(|e| format!("not JSON: {e}"))?;
+    let routes = v.as_array().ok_or("not a JSON array of routes")?;
+    let default = match family {
+        netfilter::Family::Ipv4 => "0.0.0.0/0",
+        netfilter::Family::Ipv6 => "::/0",
+    };
+    Ok(routes
+        .iter()
+        .filter_map(|r| {
+            let dst = r.get("dst").and_then(Value::as_str)?;
+            let dev = r.get("dev").and_then(Value::as_str)?;
+            let dst = if dst == "default" { default } else { dst };
+            let dst = netfilter::Cidr::parse(dst).ok()?;
+            Some(TableRoute {
+                dst: dst.to_string(),
+                dev: dev.to_string(),
+            })
+        })
+        .collect())
+}
+
+/// One route of the main table: destination prefix and output device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableRoute {
+    /// The destination prefix (`192.0.2.0/24`, `0.0.0.0/0`).
+    pub dst: String,
+    /// The output interface.
+    pub dev: String,
+}
+
 /// The first route in `ip -j route get` output. Errors: not JSON, or no route object in it.
 pub fn parse_route(json: &str) -> Result<Route, String> {
     let v: Value = serde_json::from_str(json).map_err(|e| format!("not JSON: {e}"))?;
@@ -108,6 +143,26 @@ mod tests {
         assert_eq!(r.kind, "unicast");
         assert_eq!(r.gateway, Some("198.51.100.254".parse().unwrap()));
         assert!(parse_route("[]").is_err());
+        let table = parse_route_table(
+            r#"[{"dst":"default","gateway":"198.51.100.1","dev":"eth0","flags":[]},
+               {"dst":"192.0.2.0/24","dev":"docker0","protocol":"kernel","scope":"link","prefsrc":"192.0.2.1","flags":[]},
+               {"dst":"192.0.2.9","dev":"cali0","scope":"link","flags":[]},
+               {"type":"blackhole","dst":"203.0.113.0/24","flags":[]}]"#,
+            netfilter::Family::Ipv4,
+        )
+        .unwrap();
+        let pairs: Vec<(&str, &str)> = table
+            .iter()
+            .map(|r| (r.dst.as_str(), r.dev.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("0.0.0.0/0", "eth0"),
+                ("192.0.2.0/24", "docker0"),
+                ("192.0.2.9/32", "cali0")
+            ]
+        );
         assert!(parse_addrs("nope").is_err());
         assert!(parse_addrs("{}").is_err());
     }

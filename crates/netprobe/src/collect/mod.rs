@@ -131,6 +131,11 @@ pub struct NetnsSnapshot {
     pub addrs: Vec<Addr>,
     /// One lookup per question asked.
     pub routes: Vec<RouteLookup>,
+    /// `ip -j route show` and `ip -6 -j route show`: the main routing table of each family.
+    pub route_tables: Vec<Capture>,
+    /// The routes read from [`NetnsSnapshot::route_tables`], which pick the output interface
+    /// after a DNAT (empty where a table could not be read).
+    pub table_routes: Vec<ip::TableRoute>,
 }
 
 /// A collected text that does not parse: which tool printed it and where it is wrong.
@@ -168,6 +173,17 @@ pub fn collect(
             .and_then(|t| ip::parse_addrs(t).ok())
             .unwrap_or_default();
         let routes = questions.iter().map(|q| route_get(*q)).collect();
+        let route_tables = vec![
+            capture(&["ip", "-j", "route", "show"], TOOL_TIMEOUT),
+            capture(&["ip", "-6", "-j", "route", "show"], TOOL_TIMEOUT),
+        ];
+        let families = [Family::Ipv4, Family::Ipv6];
+        let table_routes = route_tables
+            .iter()
+            .zip(families)
+            .filter_map(|(c, f)| c.ok_stdout().and_then(|t| ip::parse_route_table(t, f).ok()))
+            .flatten()
+            .collect();
         NetnsSnapshot {
             netns: target.clone(),
             collected_at_unix_ms,
@@ -177,6 +193,8 @@ pub fn collect(
             addresses,
             addrs,
             routes,
+            route_tables,
+            table_routes,
         }
     })
 }
@@ -234,11 +252,18 @@ impl NetnsSnapshot {
         })
     }
 
-    /// The evaluator's host: this namespace's addresses and ipsets.
+    /// The evaluator's host: this namespace's addresses, main-table routes and ipsets.
     pub fn host_model(&self) -> Result<HostModel, SnapshotParseError> {
         let host = self.addrs.iter().fold(HostModel::default(), |h, a| {
             h.with_addr(&a.iface, a.addr, a.prefix)
         });
+        let host =
+            self.table_routes
+                .iter()
+                .fold(host, |h, r| match netfilter::Cidr::parse(&r.dst) {
+                    Ok(dst) => h.with_route(dst, &r.dev),
+                    Err(_) => h,
+                });
         Ok(HostModel {
             ipsets: self.ipsets()?,
             ..host
@@ -335,6 +360,14 @@ mod tests {
                 prefix: 24,
             }],
             routes: vec![],
+            route_tables: vec![ok(
+                &["ip", "-j", "route", "show"],
+                r#"[{"dst":"192.0.2.0/24","dev":"v1","flags":[]}]"#,
+            )],
+            table_routes: vec![ip::TableRoute {
+                dst: "192.0.2.0/24".into(),
+                dev: "v1".into(),
+            }],
         }
     }
 
@@ -352,6 +385,7 @@ mod tests {
         let host = snap.host_model().unwrap();
         assert!(host.is_local("198.51.100.1".parse().unwrap()));
         assert_eq!(host.ipsets["blk"].members.len(), 1);
+        assert_eq!(host.route_dev("192.0.2.77".parse().unwrap()), Some("v1"));
         assert_eq!(snap.native_nft_tables(), ["inet fw"]);
     }
 

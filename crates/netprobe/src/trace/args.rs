@@ -88,6 +88,35 @@ pub fn parse_local_addr(s: &str) -> Result<LocalAddrArg, String> {
     })
 }
 
+/// `--route DST=DEV`: a route of this host (`192.0.2.0/24=docker0`, `default=eth0`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteArg {
+    /// Destination prefix (`default` is `0.0.0.0/0`, or `::/0` with an IPv6 device hint).
+    pub dst: netfilter::Cidr,
+    /// Output interface.
+    pub dev: String,
+}
+
+/// Parses `192.0.2.0/24=docker0`, `198.51.100.7=cali0` (a host route), `default=eth0` (IPv4)
+/// or `default6=eth0` (IPv6).
+pub fn parse_route(s: &str) -> Result<RouteArg, String> {
+    let err = || format!("{s:?} is not DST=DEV, e.g. 192.0.2.0/24=docker0 or default=eth0");
+    let (dst, dev) = s.split_once('=').ok_or_else(err)?;
+    let dst = match dst {
+        "default" => "0.0.0.0/0",
+        "default6" => "::/0",
+        d => d,
+    };
+    let dst = netfilter::Cidr::parse(dst).map_err(|_| err())?;
+    if dev.is_empty() {
+        return Err(err());
+    }
+    Ok(RouteArg {
+        dst,
+        dev: dev.to_owned(),
+    })
+}
+
 /// `--path`: where the packet starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PathArg {
@@ -167,6 +196,11 @@ pub struct TraceArgs {
     /// `--live` added to the namespace's own).
     #[arg(long = "local-addr", value_name = "IF=ADDR/PREFIX", value_parser = parse_local_addr)]
     pub local_addrs: Vec<LocalAddrArg>,
+    /// A route of this host, `DST=DEV` (repeatable): picks the output interface after a DNAT, or
+    /// when `--out` is not given. Each `--local-addr` also implies its connected subnet. With
+    /// `--live` added to the namespace's own routing table.
+    #[arg(long = "route", value_name = "DST=DEV", value_parser = parse_route)]
+    pub routes: Vec<RouteArg>,
     /// Print the trace as JSON (shape in the README).
     #[arg(long)]
     pub json: bool,
