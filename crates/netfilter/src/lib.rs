@@ -8,6 +8,8 @@
 //!   records undeclared chain references. Errors are [`ParseError`] `{ line, text, message }`.
 //! * [`render`] writes the canonical save text; parse → render → parse is the identity.
 //! * `generate` (feature `gen`): random valid rulesets from a seed.
+//! * [`nft`]: native nftables rulesets from `nft -j list ruleset` ([`nft::parse_json`]), traced
+//!   alongside iptables rulesets by [`eval::trace_all`].
 //!
 //! Anything not modelled is kept as [`Match::Unknown`] / [`Target::Unknown`] with its arguments,
 //! never dropped and never guessed: an evaluator must answer `undetermined` through it.
@@ -22,6 +24,7 @@ pub mod icmp;
 pub mod lex;
 pub mod matches;
 pub mod model;
+pub mod nft;
 mod parse;
 pub mod proto;
 pub mod render;

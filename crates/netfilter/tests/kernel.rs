@@ -28,6 +28,7 @@ fn check(backend: Backend, family: Family, seeds: std::ops::Range<u64>) {
         (Family::Ipv4, Backend::Nft) => "iptables-nft",
         (Family::Ipv6, Backend::Legacy) => "ip6tables-legacy",
         (Family::Ipv6, Backend::Nft) => "ip6tables-nft",
+        (_, Backend::Nftables) => panic!("no iptables tool writes native nftables tables"),
     };
     let dir = tempfile::tempdir().unwrap();
     for seed in seeds {
@@ -117,6 +118,7 @@ fn kube_proxy_round_trip(backend: Backend) {
     let prefix = match backend {
         Backend::Legacy => "iptables-legacy",
         Backend::Nft => "iptables-nft",
+        Backend::Nftables => panic!("no iptables tool writes native nftables tables"),
     };
     let mut cfg = KubeProxyConfig::new(60, 3);
     cfg.empty_every = 7;

@@ -1,6 +1,7 @@
 //! The sequence of hooks a flow crosses, with the routing decisions between them.
 
 use crate::model::Ruleset;
+use crate::nft::NftRuleset;
 
 use super::Limits;
 use super::flow::{Flow, HostModel, Origin};
@@ -25,6 +26,7 @@ pub(crate) fn undetermined_trace(reason: String) -> Trace {
 /// Walks the flow once, taking the statistic outcomes in `prefix` (and "matched" past it).
 pub(crate) fn walk_once(
     rulesets: &[Ruleset],
+    native: &[NftRuleset],
     host: &HostModel,
     flow: &Flow,
     limits: &Limits,
@@ -33,6 +35,7 @@ pub(crate) fn walk_once(
 ) -> Trace {
     let mut w = Walker {
         rulesets,
+        native,
         host,
         limits,
         indexes,

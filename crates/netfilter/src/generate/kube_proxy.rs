@@ -193,7 +193,8 @@ pub fn kube_proxy_text(cfg: &KubeProxyConfig) -> String {
     );
     let tool = match cfg.backend {
         Backend::Legacy => "iptables-save v1.8.9",
-        Backend::Nft => "iptables-nft-save v1.8.9 (nf_tables)",
+        // No iptables tool writes native nftables tables: print them as iptables-nft would.
+        Backend::Nft | Backend::Nftables => "iptables-nft-save v1.8.9 (nf_tables)",
     };
     let mut out = String::with_capacity(cfg.services * cfg.endpoints.max(1) * 400);
     let mangle = BTreeMap::from([

@@ -1,0 +1,929 @@
+//! Walking native nftables base chains (nft(8) "OVERALL EVALUATION OF THE RULESET";
+//! net/netfilter/nf_tables_core.c `nft_do_chain`): statements run in order; a failing match
+//! ends the rule; `accept` ends the base chain, `drop` ends everything; `jump`/`goto`/`return`
+//! as in iptables; a verdict map's miss ends the rule; the policy decides at the end.
+
+use std::net::IpAddr;
+
+use crate::addr::PortRange;
+use crate::matches::AddrType;
+use crate::model::{Backend, Family, Policy, Ruleset, Table};
+use crate::nft::value::Lookup;
+use crate::nft::{
+    ChainType, Expr, MapData, NftChain, NftHook, NftMatch, NftNat, NftRule, NftRuleset, NftTable,
+    NftVerdict, Op, Pat, Stmt, Ty, Val, pat_of_expr, reject_with, render_stmt,
+};
+use crate::target::{NatFlags, NatRange, Target};
+
+use super::ConnState;
+use super::hooks::Hook;
+use super::matches::v4_type;
+use super::packet::Dev;
+use super::table_ref::{TableFamily, TableId};
+use super::trace::{Choice, NatKind, RuleRef, Step, Verdict};
+use super::walk::{Stop, Walker};
+
+/// A base chain on a hook: an x_tables table's, or a native one.
+pub(crate) enum Base<'r> {
+    Xt(&'r Ruleset, &'r Table),
+    Native(&'r NftTable, &'r NftChain),
+}
+
+/// A base chain with the priority at which it runs.
+pub(crate) struct Slot<'r> {
+    pub(crate) base: Base<'r>,
+    prio: i32,
+}
+
+impl Slot<'_> {
+    /// Whether conntrack (priority −200) has run before this chain.
+    pub(crate) fn after_conntrack(&self) -> bool {
+        self.prio > -200
+    }
+}
+
+/// Every base chain of the packet's family on `hook`, in the order the kernel runs them: by
+/// priority; a native `type nat` chain runs inside the NAT core at −100 (PREROUTING, OUTPUT) or
+/// 100 (INPUT, POSTROUTING), after the x_tables nat table of equal priority. Ties keep the
+/// iptables tables first, then the native chains in listing order (the kernel's order of equal
+/// priorities is undefined).
+pub(crate) fn slots<'r>(
+    rulesets: &'r [Ruleset],
+    native: &'r [NftRuleset],
+    family: Family,
+    hook: Hook,
+) -> Vec<Slot<'r>> {
+    let mut v: Vec<(i32, i32, Slot<'r>)> = Vec::new();
+    for &table in hook.tables() {
+        let prio = hook.priority(table).unwrap_or(0);
+        for rs in rulesets.iter().filter(|rs| rs.family == family) {
+            if let Some(t) = rs.table(table)
+                && t.chain(hook.chain()).is_some()
+            {
+                let base = Base::Xt(rs, t);
+                v.push((prio, prio, Slot { base, prio }));
+            }
+        }
+    }
+    let nat_core = if hook.is_dnat() { -100 } else { 100 };
+    for nrs in native {
+        for t in nrs.tables.iter().filter(|t| t.fam().sees(family)) {
+            for c in &t.chains {
+                let Some(b) = &c.base else { continue };
+                if b.hook != NftHook::Ip(hook) {
+                    continue;
+                }
+                let prio = if b.kind == ChainType::Nat {
+                    nat_core
+                } else {
+                    b.priority
+                };
+                let base = Base::Native(t, c);
+                v.push((prio, b.priority, Slot { base, prio }));
+            }
+        }
+    }
+    v.sort_by_key(|(p, own, _)| (*p, *own));
+    v.into_iter().map(|(_, _, s)| s).collect()
+}
+
+/// A value read from the packet.
+enum Pv {
+    Val(Val),
+    /// The expression's protocol dependency fails (`tcp dport` of a UDP packet): no match.
+    Absent(String),
+    /// Not known.
+    Unknown(String),
+}
+
+enum Tri {
+    Yes,
+    No(String),
+    Unknown(String),
+}
+
+/// How a rule ended.
+enum Outcome {
+    Next,
+    Accept,
+    Return,
+    Jump(String, bool),
+}
+
+/// Where a native rule sits.
+#[derive(Clone, Copy)]
+struct Ncx<'r> {
+    hook: Hook,
+    table: &'r NftTable,
+    chain: &'r NftChain,
+    idx: usize,
+}
+
+impl Ncx<'_> {
+    fn table_id(&self) -> TableId {
+        TableId::Native {
+            family: self.table.fam(),
+            name: self.table.name.clone(),
+        }
+    }
+
+    fn rule_ref(&self) -> RuleRef {
+        let rule: Option<&NftRule> = self.chain.rules.get(self.idx);
+        RuleRef {
+            backend: Some(Backend::Nftables),
+            family: TableFamily::of_nft(self.table.fam()),
+            table: self.table_id(),
+            chain: self.chain.name.clone(),
+            rule_number: Some(self.idx + 1),
+            text: rule.map_or(String::new(), |r| r.text.clone()),
+            comment: rule.and_then(|r| r.comment.clone()),
+        }
+    }
+}
+
+fn flags(names: &[String]) -> NatFlags {
+    NatFlags {
+        random: names.iter().any(|f| f == "random"),
+        random_fully: names.iter().any(|f| f == "fully-random"),
+        persistent: names.iter().any(|f| f == "persistent"),
+    }
+}
+
+fn fib_name(t: AddrType) -> &'static str {
+    match t {
+        AddrType::Local => "local",
+        AddrType::Broadcast => "broadcast",
+        AddrType::Multicast => "multicast",
+        _ => "unicast",
+    }
+}
+
+fn num(v: &Val) -> Option<u128> {
+    match v {
+        Val::Num(n) => Some(*n),
+        Val::Str(_) => None,
+    }
+}
+
+impl<'a> Walker<'a> {
+    fn nstep(&mut self, cx: Ncx<'_>, chain: &str, rule: Option<usize>, matched: bool, why: String) {
+        self.steps.push(Step {
+            hook: cx.hook,
+            backend: Some(Backend::Nftables),
+            table: cx.table_id(),
+            chain: chain.to_string(),
+            rule_number: rule.map(|i| i + 1),
+            matched,
+            why,
+        });
+    }
+
+    /// Walks one native base chain; `Ok` means it let the packet through.
+    pub(crate) fn native_chain(
+        &mut self,
+        hook: Hook,
+        table: &'a NftTable,
+        base: &'a NftChain,
+    ) -> Result<(), Stop> {
+        let mut cx = Ncx {
+            hook,
+            table,
+            chain: base,
+            idx: 0,
+        };
+        let is_nat = base.base.as_ref().is_some_and(|b| b.kind == ChainType::Nat);
+        if is_nat && let Some(why) = self.nat_skipped(hook) {
+            self.nstep(cx, &base.name, None, false, why);
+            return Ok(());
+        }
+        if let Some(b) = &base.base
+            && let ChainType::Other(k) = &b.kind
+        {
+            let r = format!("base chain type `{k}` is not modelled");
+            return Err(Stop::undetermined(r, Some(self.policy_ref(cx, "?"))));
+        }
+        // Return frames: (chain, next rule index, path length).
+        let mut frames: Vec<(&'a NftChain, usize, usize)> = Vec::new();
+        let mut path: Vec<&'a str> = vec![base.name.as_str()];
+        let mut budget = self.limits.max_rules;
+        loop {
+            if cx.chain.rules.get(cx.idx).is_none() {
+                match frames.pop() {
+                    Some((c, next, len)) => {
+                        path.truncate(len);
+                        (cx.chain, cx.idx) = (c, next);
+                        continue;
+                    }
+                    None => return self.native_policy(cx, base),
+                }
+            }
+            if budget == 0 {
+                let r = format!(
+                    "evaluation budget exceeded: more than {} rules on one base chain",
+                    self.limits.max_rules
+                );
+                return Err(Stop::undetermined(r, Some(cx.rule_ref())));
+            }
+            budget -= 1;
+            match self.native_rule(cx, is_nat)? {
+                Outcome::Next => cx.idx += 1,
+                Outcome::Accept => return Ok(()),
+                Outcome::Return => match frames.pop() {
+                    Some((c, next, len)) => {
+                        path.truncate(len);
+                        (cx.chain, cx.idx) = (c, next);
+                    }
+                    None => return self.native_policy(cx, base),
+                },
+                Outcome::Jump(name, jump) => {
+                    let by = || Some(cx.rule_ref());
+                    let next = match table.chain(&name) {
+                        Some(c) if c.base.is_none() => c,
+                        Some(_) => {
+                            let r = format!("jump to base chain `{name}`");
+                            return Err(Stop::undetermined(r, by()));
+                        }
+                        None => {
+                            let r = format!("jump to chain `{name}`, which does not exist");
+                            return Err(Stop::undetermined(r, by()));
+                        }
+                    };
+                    if path.contains(&next.name.as_str()) {
+                        let r = format!("jump loop: {} -> {name}", path.join(" -> "));
+                        return Err(Stop::undetermined(r, by()));
+                    }
+                    if path.len() > self.limits.max_depth {
+                        let r = format!("chain nesting deeper than {}", self.limits.max_depth);
+                        return Err(Stop::undetermined(r, by()));
+                    }
+                    if jump {
+                        frames.push((cx.chain, cx.idx + 1, path.len()));
+                    }
+                    path.push(next.name.as_str());
+                    (cx.chain, cx.idx) = (next, 0);
+                }
+            }
+        }
+    }
+
+    fn policy_ref(&self, cx: Ncx<'_>, policy: &str) -> RuleRef {
+        RuleRef {
+            rule_number: None,
+            text: format!("policy {policy}"),
+            comment: None,
+            ..Ncx {
+                idx: usize::MAX,
+                ..cx
+            }
+            .rule_ref()
+        }
+    }
+
+    /// The end of the walk of a base chain: its policy decides.
+    fn native_policy(&mut self, mut cx: Ncx<'_>, base: &NftChain) -> Result<(), Stop> {
+        let Some(b) = &base.base else {
+            return Ok(());
+        };
+        cx.idx = usize::MAX;
+        let name = &base.name;
+        match b.policy {
+            Some(Policy::Accept) => {
+                self.nstep(cx, name, None, true, "policy accept".into());
+                Ok(())
+            }
+            Some(Policy::Drop) => {
+                self.nstep(cx, name, None, true, "policy drop".into());
+                let mut by = self.policy_ref(cx, "drop");
+                by.chain.clone_from(name);
+                Err(Stop {
+                    verdict: Verdict::Drop,
+                    by: Some(by),
+                })
+            }
+            None => {
+                let mut by = self.policy_ref(cx, "?");
+                by.chain.clone_from(name);
+                Err(Stop::undetermined(
+                    format!("policy of {name} not known"),
+                    Some(by),
+                ))
+            }
+        }
+    }
+
+    /// Runs one rule's statements.
+    fn native_rule(&mut self, cx: Ncx<'_>, is_nat: bool) -> Result<Outcome, Stop> {
+        let Some(rule) = cx.chain.rules.get(cx.idx) else {
+            return Ok(Outcome::Next);
+        };
+        let name = &cx.chain.name;
+        let at = Some(cx.idx);
+        let mut unknown: Option<String> = None;
+        for st in &rule.stmts {
+            if let Some(reason) = &unknown {
+                if st.is_passive() {
+                    continue;
+                }
+                // A later match that surely fails still settles the rule.
+                if let Stmt::Match(m) = st
+                    && let Tri::No(why) = self.native_match(cx, m)
+                {
+                    self.nstep(cx, name, at, false, why);
+                    return Ok(Outcome::Next);
+                }
+                let r = reason.clone();
+                self.nstep(cx, name, at, false, format!("undetermined: {r}"));
+                return Err(Stop::undetermined(r, Some(cx.rule_ref())));
+            }
+            match st {
+                Stmt::Match(m) => match self.native_match(cx, m) {
+                    Tri::Yes => {}
+                    Tri::No(why) => {
+                        self.nstep(cx, name, at, false, why);
+                        return Ok(Outcome::Next);
+                    }
+                    Tri::Unknown(r) => unknown = Some(r),
+                },
+                Stmt::Verdict(v) => return self.native_verdict(cx, v, None),
+                Stmt::Vmap { key, map, .. } => {
+                    let data = match map {
+                        Expr::Set(s) => Some(&**s),
+                        Expr::SetRef(n) => cx.table.sets.get(n).map(|s| &s.data),
+                        _ => None,
+                    };
+                    let Some(data) = data else {
+                        unknown = Some(format!("map `{}` not found", render_stmt(st)));
+                        continue;
+                    };
+                    let k = match self.key(cx, key) {
+                        Ok(k) => k,
+                        Err(Pv::Absent(why)) => {
+                            self.nstep(cx, name, at, false, why);
+                            return Ok(Outcome::Next);
+                        }
+                        Err(_) => {
+                            unknown = Some("the key cannot be read".into());
+                            continue;
+                        }
+                    };
+                    match data.lookup(&k) {
+                        Lookup::Hit(i, Some(MapData::Verdict(v))) => {
+                            let elem = data.texts.get(i).cloned().unwrap_or_default();
+                            return self.native_verdict(cx, v, Some(elem));
+                        }
+                        Lookup::Hit(..) => {
+                            unknown = Some("the map element has no verdict".into());
+                        }
+                        Lookup::Miss => {
+                            let why = format!("`{}`: no element matches", render_expr_short(key));
+                            self.nstep(cx, name, at, false, why);
+                            return Ok(Outcome::Next);
+                        }
+                        Lookup::Unknown(r) => {
+                            unknown = Some(format!("`{}`: {r}", render_expr_short(key)));
+                        }
+                    }
+                }
+                Stmt::Counter(_) | Stmt::Log(_) => {}
+                Stmt::Stateful(t) => {
+                    unknown = Some(format!("`{t}` depends on packet rates or state"));
+                }
+                Stmt::Mangle { key, value } => {
+                    if let Err(r) = self.mangle(cx, key, value) {
+                        self.nstep(cx, name, at, true, format!("undetermined: {r}"));
+                        return Err(Stop::undetermined(r, Some(cx.rule_ref())));
+                    }
+                }
+                Stmt::Nat(n) => return self.native_nat(cx, n, is_nat),
+                Stmt::Reject { kind, code } => {
+                    let Some(with) = reject_with(kind.as_deref(), code.as_deref(), self.p.family)
+                    else {
+                        let r = format!("`{}` for this family is not modelled", render_stmt(st));
+                        return Err(Stop::undetermined(r, Some(cx.rule_ref())));
+                    };
+                    self.nstep(cx, name, at, true, format!("reject {}", with.as_str()));
+                    return Err(Stop {
+                        verdict: Verdict::Reject { with },
+                        by: Some(cx.rule_ref()),
+                    });
+                }
+                Stmt::Notrack => {
+                    let why = if self.p.ct_attached && !self.p.notracked {
+                        // nft_notrack_eval: a packet that already has an entry keeps it.
+                        "notrack: conntrack has already run, no effect".to_string()
+                    } else {
+                        self.p.notracked = true;
+                        self.p.state = ConnState::Untracked;
+                        "notrack: the packet is untracked".to_string()
+                    };
+                    self.nstep(cx, name, at, true, why);
+                }
+                Stmt::Unknown { name: n, .. } => {
+                    let r = format!("statement `{n}` is not modelled");
+                    self.nstep(cx, name, at, true, format!("undetermined: {r}"));
+                    return Err(Stop::undetermined(r, Some(cx.rule_ref())));
+                }
+            }
+        }
+        if let Some(r) = unknown {
+            let why = format!(
+                "undetermined ({r}); its statements cannot change the verdict or later matches: \
+                 ignored"
+            );
+            self.nstep(cx, name, at, false, why);
+            return Ok(Outcome::Next);
+        }
+        self.nstep(cx, name, at, true, "matched; no verdict".into());
+        Ok(Outcome::Next)
+    }
+
+    fn native_verdict(
+        &mut self,
+        cx: Ncx<'_>,
+        v: &NftVerdict,
+        elem: Option<String>,
+    ) -> Result<Outcome, Stop> {
+        let via = elem.map_or(String::new(), |e| format!(" (map element `{e}`)"));
+        let (name, at) = (&cx.chain.name, Some(cx.idx));
+        Ok(match v {
+            NftVerdict::Accept => {
+                self.nstep(
+                    cx,
+                    name,
+                    at,
+                    true,
+                    format!("accept{via}: ends this base chain"),
+                );
+                Outcome::Accept
+            }
+            NftVerdict::Drop => {
+                self.nstep(cx, name, at, true, format!("drop{via}"));
+                return Err(Stop {
+                    verdict: Verdict::Drop,
+                    by: Some(cx.rule_ref()),
+                });
+            }
+            NftVerdict::Continue => {
+                self.nstep(cx, name, at, true, format!("continue{via}"));
+                Outcome::Next
+            }
+            NftVerdict::Return => {
+                self.nstep(cx, name, at, true, format!("return{via}"));
+                Outcome::Return
+            }
+            NftVerdict::Jump(t) | NftVerdict::Goto(t) => {
+                let jump = matches!(v, NftVerdict::Jump(_));
+                let verb = if jump { "jump" } else { "goto" };
+                self.nstep(cx, name, at, true, format!("{verb} {t}{via}"));
+                Outcome::Jump(t.clone(), jump)
+            }
+        })
+    }
+
+    fn native_nat(&mut self, cx: Ncx<'_>, n: &NftNat, is_nat: bool) -> Result<Outcome, Stop> {
+        let by = || Some(cx.rule_ref());
+        if !is_nat {
+            let r = "a NAT statement outside a `type nat` chain".to_string();
+            return Err(Stop::undetermined(r, by()));
+        }
+        let fam_ok = match n.family.as_deref() {
+            Some("ip") => self.p.family == Family::Ipv4,
+            Some("ip6") => self.p.family == Family::Ipv6,
+            _ => true,
+        };
+        if !fam_ok {
+            let why = "the NAT statement is for the other IP family".to_string();
+            self.nstep(cx, &cx.chain.name, Some(cx.idx), false, why);
+            return Ok(Outcome::Next);
+        }
+        let addrs = match &n.addr {
+            Ok(a) => *a,
+            Err(j) => {
+                let r = format!("NAT address from an expression ({j}) is not evaluated");
+                return Err(Stop::undetermined(r, by()));
+            }
+        };
+        if let Some((a, _)) = addrs
+            && Family::of(a) != self.p.family
+        {
+            let r = "NAT address of the other family".to_string();
+            return Err(Stop::undetermined(r, by()));
+        }
+        let ports = match &n.port {
+            Ok(p) => p.map(|(start, end)| PortRange { start, end }),
+            Err(j) => {
+                let r = format!("NAT port from an expression ({j}) is not evaluated");
+                return Err(Stop::undetermined(r, by()));
+            }
+        };
+        let fl = flags(&n.flags);
+        let to = NatRange { addrs, ports };
+        let target = match n.kind {
+            NatKind::Dnat => Target::Dnat { to, flags: fl },
+            NatKind::Snat => Target::Snat { to, flags: fl },
+            NatKind::Masquerade => Target::Masquerade { ports, flags: fl },
+            NatKind::Redirect => Target::Redirect { ports, flags: fl },
+        };
+        let why = self.nat_apply(cx.hook, cx.rule_ref(), &target)?;
+        self.nstep(cx, &cx.chain.name, Some(cx.idx), true, why);
+        Ok(Outcome::Accept)
+    }
+
+    fn mangle(&mut self, cx: Ncx<'_>, key: &Expr, value: &Expr) -> Result<(), String> {
+        let v = match self.value(cx, value) {
+            Pv::Val(Val::Num(n)) => u32::try_from(n).map_err(|_| "value out of range")?,
+            Pv::Val(Val::Str(_)) => return Err("a non-numeric value".into()),
+            Pv::Absent(r) | Pv::Unknown(r) => return Err(r),
+        };
+        let why = match key {
+            Expr::Meta(k) if k == "mark" => {
+                let old = self.p.mark;
+                self.p.mark = v;
+                format!("meta mark set: {old:#x} -> {v:#x}")
+            }
+            Expr::Ct { key: k, .. } if k == "mark" => {
+                if self.p.has_ct() {
+                    self.p.ct_mark = v;
+                    format!("ct mark set: {v:#x}")
+                } else {
+                    "ct mark set: no conntrack entry, no effect".to_string()
+                }
+            }
+            Expr::Meta(k) if k == "nftrace" || k == "priority" => format!("meta {k} set"),
+            other => {
+                return Err(format!(
+                    "setting `{}` is not modelled",
+                    render_expr_short(other)
+                ));
+            }
+        };
+        self.nstep(cx, &cx.chain.name, Some(cx.idx), true, why);
+        Ok(())
+    }
+
+    /// A key for a lookup: one value per component, `None` where not known; `Err` with the
+    /// [`Pv::Absent`] reason when a dependency fails.
+    fn key(&mut self, cx: Ncx<'_>, e: &Expr) -> Result<Vec<Option<Val>>, Pv> {
+        let parts: Vec<&Expr> = match e {
+            Expr::Concat(p) => p.iter().collect(),
+            e => vec![e],
+        };
+        let mut out = Vec::with_capacity(parts.len());
+        for p in parts {
+            match self.value(cx, p) {
+                Pv::Val(v) => out.push(Some(v)),
+                Pv::Unknown(_) => out.push(None),
+                absent @ Pv::Absent(_) => return Err(absent),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Draws a value of `numgen … mod n` for this branch: N−1 binary choices at most.
+    fn draw(&mut self, cx: Ncx<'_>, n: u32) -> u32 {
+        let mut k = 0u32;
+        while k + 1 < n {
+            let p = 1.0 / f64::from(n - k);
+            let taken = self.prefix.get(self.choices.len()).copied().unwrap_or(true);
+            self.choices.push(Choice {
+                rule: cx.rule_ref(),
+                matched: taken,
+                probability: if taken { p } else { 1.0 - p },
+            });
+            if taken {
+                break;
+            }
+            k += 1;
+        }
+        k
+    }
+
+    /// Reads `e` from the packet.
+    fn value(&mut self, cx: Ncx<'_>, e: &Expr) -> Pv {
+        let p = &self.p;
+        let v4 = p.family == Family::Ipv4;
+        let addr = |a: Option<IpAddr>, what: &str| match a {
+            Some(IpAddr::V4(a)) => Pv::Val(Val::Num(u128::from(a.to_bits()))),
+            Some(IpAddr::V6(a)) => Pv::Val(Val::Num(a.to_bits())),
+            None => Pv::Unknown(format!("{what} address not known after NAT")),
+        };
+        let opt = |n: Option<u128>, what: &str| match n {
+            Some(n) => Pv::Val(Val::Num(n)),
+            None => Pv::Unknown(format!("{what} not known")),
+        };
+        let dev = |d: &Dev, name: bool, what: &str| match d {
+            Dev::Named(n) => Pv::Val(Val::Str(n.as_str().into())),
+            // nft_meta_get_eval stores "" for a missing device's name, and breaks for its index.
+            Dev::Absent if name => Pv::Val(Val::Str("".into())),
+            Dev::Absent => Pv::Absent(format!("no {what} interface")),
+            Dev::Unknown => Pv::Unknown(format!("{what} interface not known")),
+        };
+        match e {
+            Expr::Payload { protocol, field } => {
+                let (proto, f) = (protocol.as_str(), field.as_str());
+                let l4 = |want: u8| -> Option<Pv> {
+                    (p.protocol != want)
+                        .then(|| Pv::Absent(format!("`{proto} {f}`: not a {proto} packet")))
+                };
+                match proto {
+                    "ip" | "ip6" => {
+                        if (proto == "ip") != v4 {
+                            return Pv::Absent(format!("`{proto} {f}`: not an {proto} packet"));
+                        }
+                        match f {
+                            "saddr" => addr(p.src, "source"),
+                            "daddr" => addr(p.dst, "destination"),
+                            "protocol" | "nexthdr" => Pv::Val(Val::Num(u128::from(p.protocol))),
+                            "length" if v4 => opt(p.length.map(u128::from), "packet length"),
+                            "length" => opt(
+                                p.length.and_then(|l| l.checked_sub(40)).map(u128::from),
+                                "payload length",
+                            ),
+                            _ => Pv::Unknown(format!("`{proto} {f}` is not modelled")),
+                        }
+                    }
+                    "tcp" | "udp" | "udplite" | "sctp" | "dccp" => {
+                        let want = match proto {
+                            "tcp" => 6,
+                            "udp" => 17,
+                            "udplite" => 136,
+                            "sctp" => 132,
+                            _ => 33,
+                        };
+                        if let Some(a) = l4(want) {
+                            return a;
+                        }
+                        match f {
+                            "sport" => opt(p.sport.map(u128::from), "source port"),
+                            "dport" => opt(p.dport.map(u128::from), "destination port"),
+                            "flags" if proto == "tcp" => {
+                                opt(p.tcp_flags.map(u128::from), "TCP flags")
+                            }
+                            _ => Pv::Unknown(format!("`{proto} {f}` is not modelled")),
+                        }
+                    }
+                    "th" => match (p.protocol, f) {
+                        (6 | 17 | 33 | 132 | 136, "sport") => {
+                            opt(p.sport.map(u128::from), "source port")
+                        }
+                        (6 | 17 | 33 | 132 | 136, "dport") => {
+                            opt(p.dport.map(u128::from), "destination port")
+                        }
+                        (n, _) => Pv::Unknown(format!("`th {f}` of protocol {n}: not a port")),
+                    },
+                    "icmp" | "icmpv6" => {
+                        let (want, fam) = if proto == "icmp" {
+                            (1, true)
+                        } else {
+                            (58, false)
+                        };
+                        if v4 != fam {
+                            return Pv::Absent(format!("`{proto} {f}`: other IP family"));
+                        }
+                        if let Some(a) = l4(want) {
+                            return a;
+                        }
+                        match f {
+                            "type" => opt(p.icmp_type.map(u128::from), "ICMP type"),
+                            "code" => opt(p.icmp_code.map(u128::from), "ICMP code"),
+                            _ => Pv::Unknown(format!("`{proto} {f}` is not modelled")),
+                        }
+                    }
+                    _ => Pv::Unknown(format!("`{proto} {f}` is not modelled")),
+                }
+            }
+            Expr::Meta(k) => match k.as_str() {
+                "mark" => Pv::Val(Val::Num(u128::from(p.mark))),
+                "l4proto" => Pv::Val(Val::Num(u128::from(p.protocol))),
+                "nfproto" => Pv::Val(Val::Num(if v4 { 2 } else { 10 })),
+                "protocol" => Pv::Val(Val::Num(if v4 { 0x0800 } else { 0x86dd })),
+                "iifname" => dev(&p.indev, true, "input"),
+                "oifname" => dev(&p.outdev, true, "output"),
+                "iif" => dev(&p.indev, false, "input"),
+                "oif" => dev(&p.outdev, false, "output"),
+                "skuid" | "skgid" if !p.socket => Pv::Absent("no local socket".into()),
+                "skuid" => opt(p.uid.map(u128::from), "socket uid"),
+                "skgid" => opt(p.gid.map(u128::from), "socket gid"),
+                "length" => opt(p.length.map(u128::from), "packet length"),
+                other => Pv::Unknown(format!("`meta {other}` is not modelled")),
+            },
+            Expr::Ct { key, dir } => match (key.as_str(), dir) {
+                ("state", None) => {
+                    let bits = if p.notracked || p.state == ConnState::Untracked {
+                        64
+                    } else if !p.has_ct() {
+                        1
+                    } else {
+                        match p.state {
+                            ConnState::New => 8,
+                            ConnState::Established => 2,
+                            ConnState::Related => 4,
+                            _ => 1,
+                        }
+                    };
+                    Pv::Val(Val::Num(bits))
+                }
+                ("mark", None) if !p.has_ct() => Pv::Absent("no conntrack entry".into()),
+                ("mark", None) => Pv::Val(Val::Num(u128::from(p.ct_mark))),
+                ("status", None) if !p.has_ct() => Pv::Absent("no conntrack entry".into()),
+                ("status", None) => {
+                    let bits = if p.ct_dnat { 32 } else { 0 } | if p.ct_snat { 16 } else { 0 };
+                    Pv::Val(Val::Num(bits))
+                }
+                (k, _) => Pv::Unknown(format!("`ct {k}` is not modelled")),
+            },
+            Expr::Fib { result, flags } => {
+                let f: Vec<&str> = flags.iter().map(String::as_str).collect();
+                let a = match (result.as_str(), f.as_slice()) {
+                    ("type", ["daddr"]) => p.dst,
+                    ("type", ["saddr"]) => p.src,
+                    _ => {
+                        return Pv::Unknown(format!(
+                            "`fib {} {result}` is not modelled",
+                            f.join(" . ")
+                        ));
+                    }
+                };
+                match a {
+                    None => Pv::Unknown("address not known after NAT".into()),
+                    Some(IpAddr::V4(a)) => {
+                        Pv::Val(Val::Str(fib_name(v4_type(a, None, self.host)).into()))
+                    }
+                    Some(a @ IpAddr::V6(v6)) => Pv::Val(Val::Str(
+                        if self.host.is_local(a) {
+                            "local"
+                        } else if v6.is_multicast() {
+                            "multicast"
+                        } else {
+                            "unicast"
+                        }
+                        .into(),
+                    )),
+                }
+            }
+            Expr::Numgen {
+                mode,
+                modulus,
+                offset,
+            } => {
+                if (mode != "random" && mode != "inc") || *modulus == 0 {
+                    return Pv::Unknown(format!("`numgen {mode} mod {modulus}` is not modelled"));
+                }
+                let k = self.draw(cx, *modulus);
+                Pv::Val(Val::Num(u128::from(k) + u128::from(*offset)))
+            }
+            Expr::Binop { op, left, right } => {
+                let l = match self.value(cx, left) {
+                    Pv::Val(Val::Num(n)) => n,
+                    Pv::Val(Val::Str(_)) => return Pv::Unknown(format!("`{op}` of a name")),
+                    other => return other,
+                };
+                let ty = crate::nft::types_of_expr(left)
+                    .first()
+                    .copied()
+                    .unwrap_or(Ty::Unknown);
+                let ty = if ty.is_flags() { ty } else { Ty::Int };
+                let r = match pat_of_expr(right, ty) {
+                    Some(Pat::Eq(Val::Num(r))) => r,
+                    _ => return Pv::Unknown(format!("operand of `{op}` not a number")),
+                };
+                let shift = |r: u128| u32::try_from(r).ok().filter(|s| *s < 128);
+                let v = match op.as_str() {
+                    "&" => l & r,
+                    "|" => l | r,
+                    "^" => l ^ r,
+                    "<<" => match shift(r) {
+                        Some(s) => (l << s) & u128::from(u32::MAX),
+                        None => 0,
+                    },
+                    ">>" => shift(r).map_or(0, |s| l >> s),
+                    _ => return Pv::Unknown(format!("operator `{op}` is not modelled")),
+                };
+                Pv::Val(Val::Num(v))
+            }
+            Expr::Const(_) => match pat_of_expr(e, Ty::Int) {
+                Some(Pat::Eq(v)) => Pv::Val(v),
+                _ => Pv::Unknown("a constant that is not a number".into()),
+            },
+            Expr::Concat(_) | Expr::Set(_) | Expr::SetRef(_) | Expr::Unknown(_) => {
+                Pv::Unknown(format!("`{}` is not a packet value", render_expr_short(e)))
+            }
+        }
+    }
+
+    fn native_match(&mut self, cx: Ncx<'_>, m: &NftMatch) -> Tri {
+        let text = || render_stmt(&Stmt::Match(Box::new(m.clone())));
+        let key = match self.key(cx, &m.left) {
+            Ok(k) => k,
+            Err(Pv::Absent(why)) => return Tri::No(format!("`{}`: {why}", text())),
+            Err(_) => return Tri::Unknown(format!("`{}`", text())),
+        };
+        let set = match &m.right {
+            Expr::Set(s) => Some(&**s),
+            Expr::SetRef(n) => match cx.table.sets.get(n) {
+                Some(s) => Some(&s.data),
+                None => return Tri::Unknown(format!("`{}`: set @{n} not found", text())),
+            },
+            _ => None,
+        };
+        let member = if let Some(s) = set {
+            match s.lookup(&key) {
+                Lookup::Hit(..) => Some(true),
+                Lookup::Miss => Some(false),
+                Lookup::Unknown(r) => return Tri::Unknown(format!("`{}`: {r}", text())),
+            }
+        } else {
+            None
+        };
+        let is_status = matches!(&m.left, Expr::Ct { key, .. } if key == "status");
+        let result: Result<bool, String> = match (member, m.op) {
+            (Some(b), Op::Eq | Op::In) => Ok(b),
+            (Some(b), Op::Ne) => Ok(!b),
+            (Some(_), _) => Err("an ordering against a set".into()),
+            (None, _) if key.len() != m.pats.len() => Err("key and value differ in length".into()),
+            (None, op) => {
+                let mut all = Ok(true);
+                for ((v, pat), ty) in key.iter().zip(&m.pats).zip(&m.types) {
+                    let r = self.compare(v.as_ref(), pat, *ty, op, is_status);
+                    match r {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            all = Ok(false);
+                            break;
+                        }
+                        Err(e) => all = Err(e),
+                    }
+                }
+                // `!=` on one component; on a concatenation it negates the whole.
+                match (all, op) {
+                    (Ok(b), Op::Ne) if m.pats.len() > 1 => Ok(!b),
+                    (r, _) => r,
+                }
+            }
+        };
+        match result {
+            Ok(true) => Tri::Yes,
+            Ok(false) => Tri::No(format!("`{}` does not hold", text())),
+            Err(r) => Tri::Unknown(format!("`{}`: {r}", text())),
+        }
+    }
+
+    /// One component: `v OP pat`. For a concatenation `op` is applied by the caller when `!=`.
+    fn compare(
+        &self,
+        v: Option<&Val>,
+        pat: &Pat,
+        ty: Ty,
+        op: Op,
+        is_status: bool,
+    ) -> Result<bool, String> {
+        let Some(v) = v else {
+            return Err("the value is not known".into());
+        };
+        if let Pat::Unknown(j) = pat {
+            return Err(format!("constant {j} is not understood"));
+        }
+        if is_status {
+            // Only the snat/dnat bits of ct status are modelled.
+            return match (op, pat, v) {
+                (Op::In, Pat::Eq(Val::Num(mask)), Val::Num(n)) if mask & !48 == 0 => {
+                    Ok(n & mask != 0)
+                }
+                _ => Err("ct status bits other than snat/dnat are not modelled".into()),
+            };
+        }
+        match op {
+            Op::In if ty.is_flags() => match (pat, v) {
+                (Pat::Eq(Val::Num(mask)), Val::Num(n)) => Ok(n & mask != 0),
+                _ => Err("a flag test on a non-number".into()),
+            },
+            Op::Eq | Op::In => pat.accepts(v).ok_or_else(|| "not comparable".into()),
+            Op::Ne => pat
+                .accepts(v)
+                .map(|b| !b)
+                .ok_or_else(|| "not comparable".into()),
+            Op::Lt | Op::Gt | Op::Le | Op::Ge => match (pat, num(v)) {
+                (Pat::Eq(Val::Num(r)), Some(n)) => Ok(match op {
+                    Op::Lt => n < *r,
+                    Op::Gt => n > *r,
+                    Op::Le => n <= *r,
+                    _ => n >= *r,
+                }),
+                _ => Err("an ordering of non-numbers".into()),
+            },
+        }
+    }
+}
+
+fn render_expr_short(e: &Expr) -> String {
+    let s = crate::nft::render_expr(e);
+    if s.len() > 120 {
+        let cut = (0..=120)
+            .rev()
+            .find(|i| s.is_char_boundary(*i))
+            .unwrap_or(0);
+        format!("{}…", &s[..cut])
+    } else {
+        s
+    }
+}
