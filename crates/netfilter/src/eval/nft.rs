@@ -319,6 +319,8 @@ impl<'a> Walker<'a> {
         let name = &cx.chain.name;
         let at = Some(cx.idx);
         let mut unknown: Option<String> = None;
+        // Whether a statement already put a step for this rule (a mark set, a notrack).
+        let mut acted = false;
         for st in &rule.stmts {
             if let Some(reason) = &unknown {
                 if st.is_passive() {
@@ -393,6 +395,7 @@ impl<'a> Walker<'a> {
                         self.nstep(cx, name, at, true, format!("undetermined: {r}"));
                         return Err(Stop::undetermined(r, Some(cx.rule_ref())));
                     }
+                    acted = true;
                 }
                 Stmt::Nat(n) => return self.native_nat(cx, n, is_nat),
                 Stmt::Reject { kind, code } => {
@@ -417,6 +420,7 @@ impl<'a> Walker<'a> {
                         "notrack: the packet is untracked".to_string()
                     };
                     self.nstep(cx, name, at, true, why);
+                    acted = true;
                 }
                 Stmt::Unknown { name: n, .. } => {
                     let r = format!("statement `{n}` is not modelled");
@@ -433,7 +437,9 @@ impl<'a> Walker<'a> {
             self.nstep(cx, name, at, false, why);
             return Ok(Outcome::Next);
         }
-        self.nstep(cx, name, at, true, "matched; no verdict".into());
+        if !acted {
+            self.nstep(cx, name, at, true, "matched; no verdict".into());
+        }
         Ok(Outcome::Next)
     }
 

@@ -172,6 +172,8 @@ pub fn render_stmt(s: &Stmt) -> String {
             let left = render_expr(&m.left);
             let right = quote_ifname(m, render_expr(&m.right));
             match m.op {
+                // nft spells out `==` after a binary operation (`meta mark & 0x4000 == 0`).
+                Op::Eq if matches!(m.left, Expr::Binop { .. }) => format!("{left} == {right}"),
                 Op::Eq | Op::In => format!("{left} {right}"),
                 op => format!("{left} {} {right}", op.as_str()),
             }
