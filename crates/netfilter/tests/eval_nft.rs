@@ -59,7 +59,12 @@ fn traces_serialise_native_rules_with_their_table() {
         ip("198.51.100.30"),
         80,
     );
-    let t = trace_all(&[], &[rs], &host(), &flow);
+    let t = trace_all(&[], std::slice::from_ref(&rs), &host(), &flow);
+    let by = t.branches[0].decided_by.as_ref().unwrap();
+    let rule = rs.rule_at(&by.table, &by.chain, by.rule_number).unwrap();
+    assert_eq!(rule.text, "reject with icmp port-unreachable");
+    assert_eq!(rule.text, by.text);
+    assert!(rule.handle.is_some());
     let json = serde_json::to_value(&t).unwrap();
     let step = &json["branches"][0]["steps"][0];
     assert_eq!(step["backend"], "nftables");

@@ -68,7 +68,7 @@ pub(crate) fn slots<'r>(
     let nat_core = if hook.is_dnat() { -100 } else { 100 };
     for nrs in native {
         for t in nrs.tables.iter().filter(|t| t.fam().sees(family)) {
-            for c in &t.chains {
+            for c in t.base_chains() {
                 let Some(b) = &c.base else { continue };
                 if b.hook != NftHook::Ip(hook) {
                     continue;

@@ -149,6 +149,24 @@ impl NftRuleset {
     }
 }
 
+impl NftRuleset {
+    /// The native rule a trace's step or [`crate::eval::RuleRef`] names (`table` with its
+    /// family, `chain`, 1-based `number`); `None` for an iptables table or a policy.
+    pub fn rule_at(
+        &self,
+        table: &crate::eval::TableId,
+        chain: &str,
+        number: Option<usize>,
+    ) -> Option<&NftRule> {
+        match table {
+            crate::eval::TableId::Native { family, name } => {
+                self.rule(*family, name, chain, number?)
+            }
+            crate::eval::TableId::Xt(_) => None,
+        }
+    }
+}
+
 /// A table left out, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SkippedTable {
@@ -176,12 +194,19 @@ pub struct NftTable {
     /// Named sets and maps by name.
     pub sets: FxHashMap<String, NftSet>,
     chain_index: FxHashMap<String, usize>,
+    /// Indexes of the base chains in `chains`, so a hook does not scan thousands of chains.
+    base_chains: Vec<usize>,
 }
 
 impl NftTable {
     /// The chain called `name`.
     pub fn chain(&self, name: &str) -> Option<&NftChain> {
         self.chains.get(*self.chain_index.get(name)?)
+    }
+
+    /// The base chains, in listing order.
+    pub fn base_chains(&self) -> impl Iterator<Item = &NftChain> {
+        self.base_chains.iter().filter_map(|&i| self.chains.get(i))
     }
 
     /// The family (tables are only built with one; `Ip` if somehow missing).
@@ -195,6 +220,9 @@ impl NftTable {
         }
         let i = self.chains.len();
         self.chain_index.insert(chain.name.clone(), i);
+        if chain.base.is_some() {
+            self.base_chains.push(i);
+        }
         self.chains.push(chain);
         Some(i)
     }

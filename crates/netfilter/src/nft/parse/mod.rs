@@ -147,7 +147,7 @@ fn iptables_nft(t: &NftTable) -> Option<String> {
                 .any(|s| matches!(s, Stmt::Unknown { name, .. } if name == "xt"))
         })
     });
-    let bases: Vec<&NftChain> = t.chains.iter().filter(|c| c.base.is_some()).collect();
+    let bases: Vec<&NftChain> = t.base_chains().collect();
     let builtin_names = !bases.is_empty() && bases.iter().all(|c| xt_name.is_builtin(&c.name));
     (has_xt || builtin_names).then(|| {
         format!(
