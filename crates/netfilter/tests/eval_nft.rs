@@ -71,3 +71,70 @@ fn traces_serialise_native_rules_with_their_table() {
     assert_eq!(step["table"], "kube-proxy");
     assert_eq!(step["hook"], "OUTPUT");
 }
+
+#[test]
+fn conntrack_tuples_flags_numgen_matches_and_concatenated_intervals() {
+    use netfilter::eval::ConnState;
+    use netfilter::matches::tcp_flags;
+    let rs = load("probe.json");
+    let rs = std::slice::from_ref(&rs);
+    let rule_of = |t: &netfilter::eval::Trace| {
+        t.steps
+            .iter()
+            .rfind(|s| s.matched && s.chain == "c")
+            .and_then(|s| s.rule_number)
+    };
+    let inbound = |proto: u8, dst: &str, dport: u16| Flow {
+        in_iface: Some("eth0".into()),
+        dport: Some(dport),
+        ..Flow::new(Origin::Input, proto, ip("192.0.2.7"), ip(dst))
+    };
+    let texts: Vec<&str> = rs[0].tables[0]
+        .chain("c")
+        .unwrap()
+        .rules
+        .iter()
+        .map(|r| r.text.as_str())
+        .collect();
+    assert_eq!(
+        texts[0],
+        "ct original ip daddr 198.51.100.10 meta l4proto tcp ct original proto-dst 80 accept"
+    );
+
+    // `ct original ip daddr`, `ct original proto-dst`.
+    let t = trace_all(&[], rs, &host(), &inbound(6, "198.51.100.10", 80));
+    let t = t.single().unwrap();
+    assert_eq!((t.verdict.clone(), rule_of(t)), (Verdict::Accept, Some(1)));
+
+    // `tcp flags syn` (a bit test).
+    let t = trace_all(&[], rs, &host(), &inbound(6, "192.0.2.99", 5));
+    assert_eq!(rule_of(t.single().unwrap()), Some(2));
+
+    // `numgen inc mod 2 0` as a match: two branches of 1/2.
+    let flow = inbound(17, "192.0.2.99", 5).with_state(ConnState::Established);
+    let t = trace_all(&[], rs, &host(), &flow);
+    assert_eq!(t.branches.len(), 2, "{t:#?}");
+    assert_eq!(rule_of(&t.branches[0]), Some(6));
+    assert!((t.branches[1].probability - 0.5).abs() < 1e-9);
+    assert_eq!(t.verdict(), Verdict::Accept);
+
+    // A concatenation of a prefix and a port range in an anonymous set.
+    let flow = Flow {
+        tcp_flags: Some(tcp_flags::ACK),
+        ..inbound(6, "192.0.2.99", 23).with_state(ConnState::Established)
+    };
+    let t = trace_all(&[], rs, &host(), &flow);
+    assert_eq!(rule_of(&t.branches[1]), Some(7), "{t:#?}");
+
+    // `snat to ip daddr map { … }`: the address comes from an expression not evaluated.
+    let flow = Flow {
+        in_iface: Some("eth0".into()),
+        out_iface: Some("eth1".into()),
+        ..Flow::tcp(Origin::Forward, ip("192.0.2.7"), ip("198.51.100.1"), 443)
+    };
+    let t = trace_all(&[], rs, &host(), &flow);
+    assert!(
+        matches!(&t.verdict(), Verdict::Undetermined { reason } if reason.contains("expression")),
+        "{t:#?}"
+    );
+}

@@ -33,12 +33,14 @@ pub(crate) enum Base<'r> {
 pub(crate) struct Slot<'r> {
     pub(crate) base: Base<'r>,
     prio: i32,
+    hook: Hook,
 }
 
 impl Slot<'_> {
-    /// Whether conntrack (priority −200) has run before this chain.
+    /// Whether conntrack (priority −200 on PREROUTING and OUTPUT) has run before this chain; on
+    /// the later hooks it always has.
     pub(crate) fn after_conntrack(&self) -> bool {
-        self.prio > -200
+        self.prio > -200 || !matches!(self.hook, Hook::Prerouting | Hook::Output)
     }
 }
 
@@ -61,7 +63,7 @@ pub(crate) fn slots<'r>(
                 && t.chain(hook.chain()).is_some()
             {
                 let base = Base::Xt(rs, t);
-                v.push((prio, prio, Slot { base, prio }));
+                v.push((prio, prio, Slot { base, prio, hook }));
             }
         }
     }
@@ -79,7 +81,7 @@ pub(crate) fn slots<'r>(
                     b.priority
                 };
                 let base = Base::Native(t, c);
-                v.push((prio, b.priority, Slot { base, prio }));
+                v.push((prio, b.priority, Slot { base, prio, hook }));
             }
         }
     }
@@ -134,7 +136,7 @@ impl Ncx<'_> {
             family: TableFamily::of_nft(self.table.fam()),
             table: self.table_id(),
             chain: self.chain.name.clone(),
-            rule_number: Some(self.idx + 1),
+            rule_number: self.idx.checked_add(1),
             text: rule.map_or(String::new(), |r| r.text.clone()),
             comment: rule.and_then(|r| r.comment.clone()),
         }
@@ -266,25 +268,25 @@ impl<'a> Walker<'a> {
         }
     }
 
+    /// The policy of `cx.chain` as the deciding "rule".
     fn policy_ref(&self, cx: Ncx<'_>, policy: &str) -> RuleRef {
         RuleRef {
+            backend: Some(Backend::Nftables),
+            family: TableFamily::of_nft(cx.table.fam()),
+            table: cx.table_id(),
+            chain: cx.chain.name.clone(),
             rule_number: None,
             text: format!("policy {policy}"),
             comment: None,
-            ..Ncx {
-                idx: usize::MAX,
-                ..cx
-            }
-            .rule_ref()
         }
     }
 
     /// The end of the walk of a base chain: its policy decides.
-    fn native_policy(&mut self, mut cx: Ncx<'_>, base: &NftChain) -> Result<(), Stop> {
+    fn native_policy(&mut self, cx: Ncx<'a>, base: &'a NftChain) -> Result<(), Stop> {
         let Some(b) = &base.base else {
             return Ok(());
         };
-        cx.idx = usize::MAX;
+        let cx = Ncx { chain: base, ..cx };
         let name = &base.name;
         match b.policy {
             Some(Policy::Accept) => {
@@ -293,21 +295,15 @@ impl<'a> Walker<'a> {
             }
             Some(Policy::Drop) => {
                 self.nstep(cx, name, None, true, "policy drop".into());
-                let mut by = self.policy_ref(cx, "drop");
-                by.chain.clone_from(name);
                 Err(Stop {
                     verdict: Verdict::Drop,
-                    by: Some(by),
+                    by: Some(self.policy_ref(cx, "drop")),
                 })
             }
-            None => {
-                let mut by = self.policy_ref(cx, "?");
-                by.chain.clone_from(name);
-                Err(Stop::undetermined(
-                    format!("policy of {name} not known"),
-                    Some(by),
-                ))
-            }
+            None => Err(Stop::undetermined(
+                format!("policy of {name} not known"),
+                Some(self.policy_ref(cx, "?")),
+            )),
         }
     }
 
@@ -713,7 +709,7 @@ impl<'a> Walker<'a> {
                 "length" => opt(p.length.map(u128::from), "packet length"),
                 other => Pv::Unknown(format!("`meta {other}` is not modelled")),
             },
-            Expr::Ct { key, dir } => match (key.as_str(), dir) {
+            Expr::Ct { key, dir, family } => match (key.as_str(), dir) {
                 ("state", None) => {
                     let bits = if p.notracked || p.state == ConnState::Untracked {
                         64
@@ -735,6 +731,35 @@ impl<'a> Walker<'a> {
                 ("status", None) => {
                     let bits = if p.ct_dnat { 32 } else { 0 } | if p.ct_snat { 16 } else { 0 };
                     Pv::Val(Val::Num(bits))
+                }
+                (k @ ("saddr" | "daddr" | "proto-src" | "proto-dst"), d) => {
+                    if !p.has_ct() {
+                        return Pv::Absent("no conntrack entry".into());
+                    }
+                    match family.as_deref() {
+                        Some("ip") if !v4 => return Pv::Absent("not an IPv4 connection".into()),
+                        Some("ip6") if v4 => return Pv::Absent("not an IPv6 connection".into()),
+                        _ => {}
+                    }
+                    // The original tuple is the flow as it entered; the reply tuple is it reversed
+                    // after the NAT set up so far.
+                    let reply = d.as_deref() == Some("reply");
+                    match (k, reply) {
+                        ("saddr", false) => addr(Some(p.orig_src), "original source"),
+                        ("daddr", false) => addr(Some(p.orig_dst), "original destination"),
+                        ("proto-src", false) => {
+                            opt(p.orig_sport.map(u128::from), "original source port")
+                        }
+                        ("proto-dst", false) => {
+                            opt(p.orig_dport.map(u128::from), "original destination port")
+                        }
+                        ("saddr", true) => addr(p.repl_src, "reply source"),
+                        ("daddr", true) => addr(p.repl_dst, "reply destination"),
+                        ("proto-src", true) => {
+                            opt(p.repl_sport.map(u128::from), "reply source port")
+                        }
+                        _ => opt(p.repl_dport.map(u128::from), "reply destination port"),
+                    }
                 }
                 (k, _) => Pv::Unknown(format!("`ct {k}` is not modelled")),
             },

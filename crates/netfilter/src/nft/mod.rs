@@ -346,12 +346,14 @@ pub enum Expr {
     },
     /// `meta KEY` (`mark`, `l4proto`, `iifname`, …).
     Meta(String),
-    /// `ct [DIR] KEY` (`state`, `status`, `mark`, …).
+    /// `ct [DIR] KEY` (`state`, `status`, `mark`, `original ip daddr`, …).
     Ct {
         /// The key.
         key: String,
         /// `original` / `reply`, if given.
         dir: Option<String>,
+        /// The address family of an address key (`ip`, `ip6`).
+        family: Option<String>,
     },
     /// `fib FLAGS RESULT` (`fib daddr type`).
     Fib {

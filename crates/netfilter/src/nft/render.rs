@@ -80,10 +80,17 @@ pub fn render_expr(e: &Expr) -> String {
             "iifname" | "oifname" | "iif" | "oif" => k.clone(),
             _ => format!("meta {k}"),
         },
-        Expr::Ct { key, dir } => match dir {
-            Some(d) => format!("ct {d} {key}"),
-            None => format!("ct {key}"),
-        },
+        Expr::Ct { key, dir, family } => {
+            let mut out = "ct".to_string();
+            for part in [dir.as_deref(), family.as_deref(), Some(key.as_str())]
+                .into_iter()
+                .flatten()
+            {
+                out.push(' ');
+                out.push_str(part);
+            }
+            out
+        }
         Expr::Fib { result, flags } => format!("fib {} {result}", flags.join(" . ")),
         Expr::Numgen {
             mode,

@@ -435,10 +435,12 @@ pub(crate) fn types_of(e: &Expr) -> Vec<Ty> {
             "iifname" | "oifname" | "iif" | "oif" => Ty::Str,
             _ => Ty::Unknown,
         }],
-        Expr::Ct { key, .. } => vec![match key.as_str() {
-            "state" => Ty::CtState,
-            "status" => Ty::CtStatus,
-            "mark" => Ty::Int,
+        Expr::Ct { key, family, .. } => vec![match (key.as_str(), family.as_deref()) {
+            ("state", _) => Ty::CtState,
+            ("status", _) => Ty::CtStatus,
+            ("mark" | "proto-src" | "proto-dst", _) => Ty::Int,
+            ("saddr" | "daddr", Some("ip")) => Ty::Addr4,
+            ("saddr" | "daddr", Some("ip6")) => Ty::Addr6,
             _ => Ty::Unknown,
         }],
         Expr::Fib { result, .. } => vec![match result.as_str() {
@@ -478,9 +480,17 @@ fn expr(v: &Value, path: &str, types: &[Ty], is_map: bool) -> Res<Expr> {
         "meta" => Expr::Meta(str_field(object(body, &inner)?, "key", &inner)?.to_string()),
         "ct" => {
             let b = object(body, &inner)?;
+            // nft 1.0 writes `ct original ip daddr` as key "ip daddr"; older ones as key
+            // "daddr" with "family": "ip".
+            let key = str_field(b, "key", &inner)?;
+            let (family, key) = match key.split_once(' ') {
+                Some((f, k)) => (Some(f.to_string()), k.to_string()),
+                None => (opt_str(b, "family"), key.to_string()),
+            };
             Expr::Ct {
-                key: str_field(b, "key", &inner)?.to_string(),
+                key,
                 dir: opt_str(b, "dir"),
+                family,
             }
         }
         "fib" => {

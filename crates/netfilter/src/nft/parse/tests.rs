@@ -162,6 +162,28 @@ fn a_native_table_named_filter_is_kept() {
     assert_eq!(rs.tables.len(), 1);
 }
 
+/// Traces a few flows of both families and origins through `rs`.
+fn trace_some(rs: &NftRuleset) {
+    use crate::eval::{ConnState, Flow, HostModel, Origin, trace_all};
+    let host = HostModel::default().with_addr("eth0", "192.0.2.10".parse().unwrap(), 24);
+    let v4 = |s: &str| -> std::net::IpAddr { s.parse().unwrap() };
+    let flows = [
+        Flow::tcp(
+            Origin::LocalOutput,
+            v4("192.0.2.10"),
+            v4("198.51.100.10"),
+            80,
+        ),
+        Flow::udp(Origin::Input, v4("203.0.113.5"), v4("192.0.2.10"), 53),
+        Flow::tcp(Origin::Forward, v4("203.0.113.5"), v4("198.51.100.40"), 443)
+            .with_state(ConnState::Established),
+        Flow::echo_request(Origin::Input, v4("fd00::1"), v4("fd00::2")),
+    ];
+    for f in &flows {
+        let _ = trace_all(&[], std::slice::from_ref(rs), &host, f);
+    }
+}
+
 /// Every path in `v`, as JSON pointers.
 fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
     match v {
@@ -199,7 +221,7 @@ proptest! {
 
     /// Replacing any subtree of real output with odd JSON gives a result or an error, never a panic.
     #[test]
-    fn mutated_json_never_panics(picks in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4)) {
+    fn mutated_json_never_panics_in_parse_or_trace(picks in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4)) {
         let mut v: Value = serde_json::from_str(MIXED).unwrap();
         for (idx, k) in picks {
             let mut ps = Vec::new();
@@ -209,7 +231,10 @@ proptest! {
                 *slot = replacement(k);
             }
         }
-        let _ = parse_json(&v.to_string());
+        if let Ok(rs) = parse_json(&v.to_string()) {
+            // Whatever parsed must also trace without panicking.
+            trace_some(&rs);
+        }
     }
 
     /// Cutting and splicing the text never panics either.
