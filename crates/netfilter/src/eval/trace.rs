@@ -123,7 +123,9 @@ pub struct NatRewrite {
     pub to: Endpoint,
 }
 
-/// One outcome of a `-m statistic` rule on this path.
+/// One outcome of a `-m statistic` rule on this path; or one step of an nft `numgen … mod N`
+/// draw, where value `k` is `k` choices not taken (probabilities 1 − 1/N, 1 − 1/(N−1), …) then
+/// one taken (1/(N−k)), so that each value's path has probability 1/N.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Choice {
     /// The rule.

@@ -13,6 +13,27 @@
 //! answers undetermined through them.
 //!
 //! Each rule is rendered to nft's text syntax ([`NftRule::text`]), what users see in traces.
+//!
+//! Evaluation ([`crate::eval::trace_all`]) decides: payload `ip`/`ip6` `saddr daddr protocol
+//! nexthdr length`, `tcp udp udplite sctp dccp th` `sport dport`, `tcp flags`, `icmp`/`icmpv6`
+//! `type code`; `meta mark l4proto nfproto protocol iifname oifname iif oif skuid skgid length`;
+//! `ct state`, `ct status` (only its `snat`/`dnat` bits, as a flag test), `ct mark`,
+//! `ct original|reply saddr daddr proto-src proto-dst`; `fib daddr type` / `fib saddr type`;
+//! `numgen random|inc mod N` (a branch per value, 1/N each); binary `& | ^ << >>` with
+//! constants; ranges, prefixes, interface wildcards, anonymous and named sets and verdict maps
+//! (concatenations and intervals included); `accept drop continue return jump goto`; `reject`
+//! (every `icmp`/`icmpv6`/`icmpx` code and `tcp reset`); `dnat snat masquerade redirect` with
+//! literal addresses and ports, in `type nat` chains, for NEW connections; `meta mark set`,
+//! `ct mark set`; `notrack`; `counter` and `log` (no effect).
+//!
+//! It answers undetermined (with the rule) for: other payload fields and raw payloads, other
+//! `meta`/`ct`/`fib` keys, `limit`/`quota`/`ct count` (rates and state), `jhash`/`symhash`,
+//! NAT addresses or ports taken from a map, data maps (`… map { … }`), and the statements
+//! `queue`, `xt`, set updates (`add @s`, `update @s`), `dup`, `fwd`, `tproxy`, `synproxy` and any
+//! other unknown one. A rule whose undecidable part is followed only by `counter`/`log` is
+//! skipped with a note. `arp`, `bridge` and `netdev` tables (and `ingress`/`egress` hooks) are
+//! parsed but not evaluated: a drop there is not seen. Set contents are those listed when the
+//! JSON was taken (a `dynamic` set may have changed since).
 
 mod parse;
 mod render;
