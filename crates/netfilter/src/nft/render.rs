@@ -72,6 +72,30 @@ fn render_set(s: &SetData) -> String {
     format!("{{ {} }}", elems.join(", "))
 }
 
+/// Whether `e` reads a mark (nft prints marks as `0x%08x`).
+fn is_mark(e: &Expr) -> bool {
+    match e {
+        Expr::Meta(k) => k == "mark",
+        Expr::Ct { key, .. } => key == "mark",
+        Expr::Binop { left, .. } => is_mark(left),
+        _ => false,
+    }
+}
+
+/// `e`, with numbers in nft's mark notation when `mark`.
+fn render_value(e: &Expr, mark: bool) -> String {
+    match e {
+        Expr::Const(Value::Number(n)) if mark => match n.as_u64() {
+            Some(n) => format!("{n:#010x}"),
+            None => n.to_string(),
+        },
+        Expr::Binop { op, left, right } if mark => {
+            format!("{} {op} {}", render_expr(left), render_value(right, true))
+        }
+        e => render_expr(e),
+    }
+}
+
 /// An expression as nft writes it.
 pub fn render_expr(e: &Expr) -> String {
     match e {
@@ -111,7 +135,7 @@ pub fn render_expr(e: &Expr) -> String {
                     "({})",
                     a.iter().map(render_const).collect::<Vec<_>>().join(" | ")
                 ),
-                r => render_expr(r),
+                r => render_value(r, is_mark(left)),
             };
             format!("{} {op} {r}", render_expr(left))
         }
@@ -177,7 +201,7 @@ pub fn render_stmt(s: &Stmt) -> String {
     match s {
         Stmt::Match(m) => {
             let left = render_expr(&m.left);
-            let right = quote_ifname(m, render_expr(&m.right));
+            let right = quote_ifname(m, render_value(&m.right, is_mark(&m.left)));
             match m.op {
                 // nft spells out `==` after a binary operation (`meta mark & 0x4000 == 0`).
                 Op::Eq if matches!(m.left, Expr::Binop { .. }) => format!("{left} == {right}"),
@@ -188,7 +212,11 @@ pub fn render_stmt(s: &Stmt) -> String {
         Stmt::Verdict(v) => render_verdict(v),
         Stmt::Vmap { key, map, .. } => format!("{} vmap {}", render_expr(key), render_expr(map)),
         Stmt::Counter(t) | Stmt::Log(t) | Stmt::Stateful(t) => t.clone(),
-        Stmt::Mangle { key, value } => format!("{} set {}", render_expr(key), render_expr(value)),
+        Stmt::Mangle { key, value } => format!(
+            "{} set {}",
+            render_expr(key),
+            render_value(value, is_mark(key))
+        ),
         Stmt::Nat(n) => render_nat(n),
         Stmt::Reject { kind, code } => match (kind, code) {
             (None, _) => "reject".into(),

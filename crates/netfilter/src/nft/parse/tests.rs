@@ -68,7 +68,19 @@ fn parses_the_captured_fixture() {
         "numgen random mod 2 vmap { 0 : goto endpoint-5OJB2KTY-ns1/svc1/tcp/p80__203.0.113.1/80, \
          1 : goto endpoint-ZZZZ-ns1/svc1/tcp/p80__203.0.113.2/80 }"
     );
+    assert_eq!(
+        texts(&rs, NftFamily::Ip, "kube-proxy", "masquerading"),
+        [
+            "meta mark & 0x00004000 == 0x00000000 return",
+            "meta mark set meta mark ^ 0x00004000",
+            "masquerade fully-random",
+        ]
+    );
     let input = texts(&rs, NftFamily::Inet, "filter", "input");
+    assert_eq!(
+        input[10],
+        "meta mark 0x00000010 ct mark set 0x00000020 accept"
+    );
     assert_eq!(input[0], "ct state established,related accept");
     assert_eq!(input[2], "ct state new tcp flags & (syn | ack) != syn drop");
     assert_eq!(input[3], "iifname \"lo\" accept");
