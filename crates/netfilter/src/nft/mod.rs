@@ -152,7 +152,7 @@ impl NftRuleset {
     pub fn table(&self, family: NftFamily, name: &str) -> Option<&NftTable> {
         self.tables
             .iter()
-            .find(|t| t.family == Some(family) && t.name == name)
+            .find(|t| t.family == family && t.name == name)
     }
 
     /// The rule with 1-based `number` in `family name chain` (what a trace's step refers to).
@@ -200,10 +200,10 @@ pub struct SkippedTable {
 }
 
 /// One table: its chains and its named sets and maps.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NftTable {
     /// Its family.
-    pub family: Option<NftFamily>,
+    pub family: NftFamily,
     /// Its name (`kube-proxy`).
     pub name: String,
     /// The kernel's handle.
@@ -230,9 +230,23 @@ impl NftTable {
         self.base_chains.iter().filter_map(|&i| self.chains.get(i))
     }
 
-    /// The family (tables are only built with one; `Ip` if somehow missing).
+    /// An empty table.
+    pub fn new(family: NftFamily, name: &str) -> NftTable {
+        NftTable {
+            family,
+            name: name.to_string(),
+            handle: None,
+            comment: None,
+            chains: Vec::new(),
+            sets: FxHashMap::default(),
+            chain_index: FxHashMap::default(),
+            base_chains: Vec::new(),
+        }
+    }
+
+    /// Its family (the same as [`NftTable::family`]).
     pub fn fam(&self) -> NftFamily {
-        self.family.unwrap_or(NftFamily::Ip)
+        self.family
     }
 
     pub(crate) fn add_chain(&mut self, chain: NftChain) -> Option<usize> {

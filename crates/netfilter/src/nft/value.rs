@@ -379,6 +379,13 @@ impl SetData {
     /// Looks `key` up; a `None` component is a value not known, which makes the lookup
     /// undetermined unless no element could match whatever it is.
     pub fn lookup(&self, key: &[Option<Val>]) -> Lookup<'_> {
+        if !self.key.is_empty() && key.len() != self.key.len() {
+            return Lookup::Unknown(format!(
+                "a key of {} values for a set of {}",
+                key.len(),
+                self.key.len()
+            ));
+        }
         let hit = |i: usize| Lookup::Hit(i, self.data.get(i).and_then(Option::as_ref));
         let known: Option<Vec<Val>> = key.iter().cloned().collect();
         if let Some(k) = &known

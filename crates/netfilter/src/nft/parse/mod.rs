@@ -141,7 +141,7 @@ pub fn parse_json(text: &str) -> Result<NftRuleset, NftParseError> {
 /// Why `t` looks like a table iptables-nft manages, if it does.
 fn iptables_nft(t: &NftTable) -> Option<String> {
     let xt_name = crate::model::TableName::parse(&t.name)?;
-    if !matches!(t.family, Some(NftFamily::Ip | NftFamily::Ip6)) {
+    if !matches!(t.family, NftFamily::Ip | NftFamily::Ip6) {
         return None;
     }
     let has_xt = t.chains.iter().any(|c| {
@@ -193,13 +193,10 @@ impl Parser {
         }
         self.tables
             .insert((fam, name.to_string()), self.rs.tables.len());
-        self.rs.tables.push(NftTable {
-            family: Some(fam),
-            name: name.to_string(),
-            handle: o.get("handle").and_then(Value::as_u64),
-            comment: opt_str(o, "comment"),
-            ..NftTable::default()
-        });
+        let mut t = NftTable::new(fam, name);
+        t.handle = o.get("handle").and_then(Value::as_u64);
+        t.comment = opt_str(o, "comment");
+        self.rs.tables.push(t);
         Ok(())
     }
 
@@ -352,6 +349,8 @@ fn add_elem(data: &mut SetData, e: &Value, path: &str) -> Res<()> {
         k => k,
     };
     let pats: Vec<Pat> = match key {
+        // A key type not known: keep the element, it can only answer undetermined.
+        k if data.key.is_empty() => vec![Pat::Unknown(k.to_string())],
         Value::Object(o) if o.contains_key("concat") => {
             let Some(Value::Array(parts)) = o.get("concat") else {
                 return err(path, "`concat` must be an array");
@@ -373,8 +372,6 @@ fn add_elem(data: &mut SetData, e: &Value, path: &str) -> Res<()> {
                 .collect()
         }
         k if data.key.len() == 1 => vec![pat_of(k, data.key[0])],
-        // A key type not known: keep the element, it can only answer undetermined.
-        k if data.key.is_empty() => vec![Pat::Unknown(k.to_string())],
         _ => {
             return err(
                 path,
