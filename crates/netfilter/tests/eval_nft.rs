@@ -138,3 +138,44 @@ fn conntrack_tuples_flags_numgen_matches_and_concatenated_intervals() {
         "{t:#?}"
     );
 }
+
+#[test]
+fn a_verdict_map_that_cannot_decide_is_undetermined_not_ignored() {
+    let json = serde_json::json!({"nftables": [
+        {"table": {"family": "ip", "name": "t"}},
+        {"chain": {"family": "ip", "table": "t", "name": "in", "type": "filter",
+                   "hook": "input", "prio": 0, "policy": "accept"}},
+        {"rule": {"family": "ip", "table": "t", "chain": "in", "expr": [
+            {"vmap": {"key": {"concat": [
+                {"payload": {"protocol": "ip", "field": "daddr"}},
+                {"payload": {"protocol": "th", "field": "dport"}}]},
+              "data": {"set": [[{"concat": ["192.0.2.10", 22]}, {"drop": null}]]}}}]}},
+        {"rule": {"family": "ip", "table": "t", "chain": "in", "expr": [
+            {"vmap": {"key": {"meta": {"key": "mark"}}, "data": "@missing"}}]}}
+    ]});
+    let rs = parse_json(&json.to_string()).unwrap();
+    let rs = std::slice::from_ref(&rs);
+    // ICMP has no `th dport`: the element 192.0.2.10 . 22 may match, so the drop may happen.
+    let flow = Flow {
+        in_iface: Some("eth0".into()),
+        ..Flow::echo_request(Origin::Input, ip("203.0.113.7"), ip("192.0.2.10"))
+    };
+    let t = trace_all(&[], rs, &host(), &flow);
+    let t = t.single().unwrap();
+    assert!(
+        matches!(&t.verdict, Verdict::Undetermined { reason } if reason.contains("may match")),
+        "{t:#?}"
+    );
+    // Another destination: no element can match whatever the port; then a map that does not exist.
+    let flow = Flow {
+        in_iface: Some("eth0".into()),
+        ..Flow::echo_request(Origin::Input, ip("203.0.113.7"), ip("192.0.2.11"))
+    };
+    let t = trace_all(&[], rs, &host(), &flow);
+    let t = t.single().unwrap();
+    assert!(
+        matches!(&t.verdict, Verdict::Undetermined { reason } if reason.contains("not found")),
+        "{t:#?}"
+    );
+    assert_eq!(t.decided_by.as_ref().unwrap().rule_number, Some(2));
+}

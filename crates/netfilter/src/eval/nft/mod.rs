@@ -325,14 +325,19 @@ impl<'a> Walker<'a> {
                 },
                 Stmt::Verdict(v) => return self.native_verdict(cx, v, None),
                 Stmt::Vmap { key, map, .. } => {
+                    // A verdict map decides: what it cannot decide is undetermined at once.
+                    let undetermined = |w: &mut Self, r: String| {
+                        w.nstep(cx, name, at, false, format!("undetermined: {r}"));
+                        Err(Stop::undetermined(r, Some(cx.rule_ref())))
+                    };
                     let data = match map {
                         Expr::Set(s) => Some(&**s),
                         Expr::SetRef(n) => cx.table.sets.get(n).map(|s| &s.data),
                         _ => None,
                     };
                     let Some(data) = data else {
-                        unknown = Some(format!("map `{}` not found", render_stmt(st)));
-                        continue;
+                        let r = format!("map of `{}` not found", render_stmt(st));
+                        return undetermined(self, r);
                     };
                     let k = match self.key(cx, key) {
                         Ok(k) => k,
@@ -340,10 +345,7 @@ impl<'a> Walker<'a> {
                             self.nstep(cx, name, at, false, why);
                             return Ok(Outcome::Next);
                         }
-                        Err(_) => {
-                            unknown = Some("the key cannot be read".into());
-                            continue;
-                        }
+                        Err(_) => return undetermined(self, "the key cannot be read".into()),
                     };
                     match data.lookup(&k) {
                         Lookup::Hit(i, Some(MapData::Verdict(v))) => {
@@ -351,7 +353,7 @@ impl<'a> Walker<'a> {
                             return self.native_verdict(cx, v, Some(elem));
                         }
                         Lookup::Hit(..) => {
-                            unknown = Some("the map element has no verdict".into());
+                            return undetermined(self, "the map element has no verdict".into());
                         }
                         Lookup::Miss => {
                             let why = format!("`{}`: no element matches", render_expr_short(key));
@@ -359,7 +361,8 @@ impl<'a> Walker<'a> {
                             return Ok(Outcome::Next);
                         }
                         Lookup::Unknown(r) => {
-                            unknown = Some(format!("`{}`: {r}", render_expr_short(key)));
+                            let r = format!("`{}`: {r}", render_expr_short(key));
+                            return undetermined(self, r);
                         }
                     }
                 }
