@@ -14,6 +14,30 @@
 //!
 //! Each rule is rendered to nft's text syntax ([`NftRule::text`]), what users see in traces.
 //!
+//! ```
+//! use netfilter::eval::{Flow, HostModel, Origin, Verdict, trace_all};
+//! use netfilter::nft::parse_json;
+//!
+//! // What `nft -j list ruleset` prints (shortened).
+//! let json = r#"{"nftables": [
+//!   {"table": {"family": "inet", "name": "fw", "handle": 1}},
+//!   {"chain": {"family": "inet", "table": "fw", "name": "in", "handle": 1,
+//!              "type": "filter", "hook": "input", "prio": 0, "policy": "drop"}},
+//!   {"rule": {"family": "inet", "table": "fw", "chain": "in", "handle": 2,
+//!             "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "tcp",
+//!                      "field": "dport"}}, "right": 22}}, {"accept": null}]}}
+//! ]}"#;
+//! let nft = parse_json(json)?;
+//! assert_eq!(nft.tables[0].chain("in").unwrap().rules[0].text, "tcp dport 22 accept");
+//! // iptables rulesets (from iptables-save) go in the first slice, native ones in the second.
+//! let flow = Flow::tcp(Origin::Input, "203.0.113.5".parse()?, "192.0.2.10".parse()?, 80);
+//! let traces = trace_all(&[], &[nft], &HostModel::default(), &flow);
+//! assert_eq!(traces.verdict(), Verdict::Drop);
+//! let by = traces.branches[0].decided_by.as_ref().unwrap();
+//! assert_eq!((by.table.name(), by.chain.as_str(), by.text.as_str()), ("fw", "in", "policy drop"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Evaluation ([`crate::eval::trace_all`]) decides: payload `ip`/`ip6` `saddr daddr protocol
 //! nexthdr length`, `tcp udp udplite sctp dccp th` `sport dport`, `tcp flags`, `icmp`/`icmpv6`
 //! `type code`; `meta mark l4proto nfproto protocol iifname oifname iif oif skuid skgid length`;
