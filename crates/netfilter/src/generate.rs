@@ -681,7 +681,10 @@ fn target(r: &mut Rng, cfg: &GenConfig, spot: &Spot<'_>, proto: Option<u8>) -> O
 pub(crate) fn save_tool(backend: crate::model::Backend) -> &'static str {
     match backend {
         crate::model::Backend::Legacy => "iptables-save v1.8.9",
-        crate::model::Backend::Nft => "iptables-nft-save v1.8.9 (nf_tables)",
+        // No iptables tool writes native nftables tables: print them as iptables-nft would.
+        crate::model::Backend::Nft | crate::model::Backend::Nftables => {
+            "iptables-nft-save v1.8.9 (nf_tables)"
+        }
     }
 }
 

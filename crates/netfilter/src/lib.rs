@@ -9,6 +9,8 @@
 //! * [`parse_ipset_save`] reads `ipset save` output into [`eval::IpSet`]s for the evaluator.
 //! * [`render`] writes the canonical save text; parse → render → parse is the identity.
 //! * `generate` (feature `gen`): random valid rulesets from a seed.
+//! * [`nft`]: native nftables rulesets from `nft -j list ruleset` ([`nft::parse_json`]), traced
+//!   alongside iptables rulesets by [`eval::trace_all`].
 //!
 //! Anything not modelled is kept as [`Match::Unknown`] / [`Target::Unknown`] with its arguments,
 //! never dropped and never guessed: an evaluator must answer `undetermined` through it.
@@ -24,6 +26,7 @@ pub mod ipset;
 pub mod lex;
 pub mod matches;
 pub mod model;
+pub mod nft;
 mod parse;
 pub mod proto;
 pub mod render;

@@ -23,14 +23,18 @@ pub enum Backend {
     Legacy,
     /// nf_tables through netlink (`iptables-nft`): tables `ip filter`, `ip nat`, ….
     Nft,
+    /// Native nftables tables (`nft -j list ruleset`: kube-proxy's `ip kube-proxy`, firewalld's
+    /// `inet firewalld`), not written by any iptables tool; see [`crate::nft`].
+    Nftables,
 }
 
 impl Backend {
-    /// `legacy` or `nft`, as serialised.
+    /// `legacy`, `nft` or `nftables`, as serialised.
     pub fn as_str(self) -> &'static str {
         match self {
             Backend::Legacy => "legacy",
             Backend::Nft => "nft",
+            Backend::Nftables => "nftables",
         }
     }
 

@@ -28,6 +28,7 @@ fn check(backend: Backend, family: Family, seeds: std::ops::Range<u64>) {
         (Family::Ipv4, Backend::Nft) => "iptables-nft",
         (Family::Ipv6, Backend::Legacy) => "ip6tables-legacy",
         (Family::Ipv6, Backend::Nft) => "ip6tables-nft",
+        (_, Backend::Nftables) => panic!("no iptables tool writes native nftables tables"),
     };
     let dir = tempfile::tempdir().unwrap();
     for seed in seeds {
@@ -144,6 +145,7 @@ fn tool_prefix(backend: Backend) -> &'static str {
     match backend {
         Backend::Legacy => "iptables-legacy",
         Backend::Nft => "iptables-nft",
+        Backend::Nftables => panic!("no iptables tool writes native nftables tables"),
     }
 }
 

@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 
 use netfilter::checks::{self, Finding, Severity};
 use netfilter::eval::{
-    ConnState, Endpoint, Flow, HostModel, Origin, RuleRef, Step, Trace, Traces, Verdict, trace,
+    ConnState, Endpoint, Flow, HostModel, Origin, RuleRef, Step, Trace, Traces, Verdict, trace_all,
 };
+use netfilter::nft::{self, NftRuleset};
 use netfilter::{
     Backend, Family, ParseError, ParseOptions, Ruleset, parse_ipset_save, parse_restore_payload,
     parse_save,
@@ -88,6 +89,8 @@ fn parse_failed(path: &Path, e: ParseError) -> InputError {
 /// What a trace runs on, read from files or collected live.
 struct Input {
     rulesets: Vec<Ruleset>,
+    /// Native nftables rulesets (`nft -j list ruleset`).
+    nft: Vec<NftRuleset>,
     host: HostModel,
     from: IpAddr,
     out_iface: Option<String>,
@@ -153,6 +156,13 @@ fn load_files(args: &TraceArgs) -> Result<Input, InputError> {
         let rs = parse_save(&text, &ParseOptions::default()).map_err(|e| parse_failed(path, e))?;
         rulesets.push(rs);
     }
+    let mut nft = Vec::new();
+    for path in &args.nft_json {
+        let text = read(path)?;
+        let rs = nft::parse_json(&text)
+            .map_err(|e| InputError::plain(format!("{}: {e}", path.display())))?;
+        nft.push(rs);
+    }
     let mut host = add_local_addrs(HostModel::default(), args);
     for path in &args.ipsets {
         let text = read(path)?;
@@ -160,9 +170,14 @@ fn load_files(args: &TraceArgs) -> Result<Input, InputError> {
         host.ipsets.extend(sets);
     }
     let family = Family::of(args.to.addr);
-    if !rulesets.iter().any(|rs| rs.family == family) {
+    let native = nft
+        .iter()
+        .flat_map(|n| &n.tables)
+        .any(|t| t.family.sees(family));
+    if !native && !rulesets.iter().any(|rs| rs.family == family) {
         return Err(InputError::plain(format!(
-            "no --rules file is of the flow's family ({}); an ip6tables-save header says IPv6",
+            "no --rules file (and no --nft-json table) is of the flow's family ({}); an \
+             ip6tables-save header says IPv6",
             family.as_str()
         )));
     }
@@ -171,6 +186,7 @@ fn load_files(args: &TraceArgs) -> Result<Input, InputError> {
         .ok_or_else(|| InputError::plain("--from is required without --live".into()))?;
     Ok(Input {
         rulesets,
+        nft,
         host,
         from,
         out_iface: args.out_iface.clone(),
@@ -200,6 +216,11 @@ fn load_live(args: &TraceArgs) -> Result<Input, InputError> {
         parse: Some(e.error),
     };
     let rulesets = snap.rulesets().map_err(snap_err)?;
+    let nft: Vec<NftRuleset> = snap
+        .nft()
+        .map_err(|e| InputError::plain(format!("--live: nft -j list ruleset output, {e}")))?
+        .into_iter()
+        .collect();
     let host = add_local_addrs(snap.host_model().map_err(snap_err)?, args);
     let route = snap.route(query).filter(|_| output);
     let from = match (args.from, route) {
@@ -222,9 +243,10 @@ fn load_live(args: &TraceArgs) -> Result<Input, InputError> {
         .out_iface
         .clone()
         .or_else(|| route.and_then(|r| r.route.as_ref()?.dev.clone()));
-    let live = live_report::LiveReport::new(&snap, &rulesets, &host, route);
+    let live = live_report::LiveReport::new(&snap, &rulesets, nft.first(), &host, route);
     Ok(Input {
         rulesets,
+        nft,
         host,
         from,
         out_iface,
@@ -247,7 +269,7 @@ pub fn run_trace(args: &TraceArgs) -> u8 {
         Ok(x) => x,
         Err(e) => return e.report("trace", args.json),
     };
-    let traces = trace(&input.rulesets, &input.host, &flow);
+    let traces = trace_all(&input.rulesets, &input.nft, &input.host, &flow);
     let verdict = traces.verdict();
     if args.json {
         let mut doc = traces_json(&flow, &traces);
@@ -260,7 +282,10 @@ pub fn run_trace(args: &TraceArgs) -> u8 {
         if let Some(live) = &input.live {
             print!("{}", live.text());
         }
-        print!("{}", story(&flow, &input.rulesets, &traces, bold));
+        print!(
+            "{}",
+            story(&flow, &input.rulesets, &input.nft, &traces, bold)
+        );
     }
     if verdict == Verdict::Accept {
         EXIT_OK
@@ -355,7 +380,13 @@ fn flow_line(flow: &Flow) -> String {
 
 /// The human story: hook by hook, chain by chain, each rule examined and why; the deciding rule
 /// marked `>>` (and bold when `bold`), with its comment; NAT rewrites; the verdict last.
-pub fn story(flow: &Flow, rulesets: &[Ruleset], traces: &Traces, bold: bool) -> String {
+pub fn story(
+    flow: &Flow,
+    rulesets: &[Ruleset],
+    nft: &[NftRuleset],
+    traces: &Traces,
+    bold: bool,
+) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}", flow_line(flow));
     let forked = traces.branches.len() > 1;
@@ -369,7 +400,7 @@ pub fn story(flow: &Flow, rulesets: &[Ruleset], traces: &Traces, bold: bool) -> 
                 t.probability * 100.0
             );
         }
-        trace_story(&mut out, flow, rulesets, t, bold);
+        trace_story(&mut out, flow, (rulesets, nft), t, bold);
     }
     if forked {
         let _ = writeln!(out, "\noverall: {}", verdict_line(&traces.verdict(), None));
@@ -377,18 +408,40 @@ pub fn story(flow: &Flow, rulesets: &[Ruleset], traces: &Traces, bold: bool) -> 
     out
 }
 
-fn trace_story(out: &mut String, flow: &Flow, rulesets: &[Ruleset], t: &Trace, bold: bool) {
-    let rule_of = |s: &Step, n: usize| {
-        rulesets
+/// The text and comment(s) of the rule a step names, from the iptables rulesets or the native
+/// nftables ones.
+fn rule_text(
+    (rulesets, nft): (&[Ruleset], &[NftRuleset]),
+    family: Family,
+    s: &Step,
+    n: usize,
+) -> Option<(String, Option<String>)> {
+    if let Some(table) = s.table.xt() {
+        let r = rulesets
             .iter()
-            .filter(|rs| rs.family == flow.family && rs.backend == s.backend)
+            .filter(|rs| rs.family == family && rs.backend == s.backend)
             .find_map(|rs| {
-                rs.table(s.table)?
+                rs.table(table)?
                     .chain(&s.chain)?
                     .rules
                     .get(n.checked_sub(1)?)
-            })
-    };
+            })?;
+        return Some((r.text.clone(), r.comments()));
+    }
+    let r = nft
+        .iter()
+        .find_map(|rs| rs.rule_at(&s.table, &s.chain, Some(n)))?;
+    Some((r.text.clone(), r.comment.clone()))
+}
+
+fn trace_story(
+    out: &mut String,
+    flow: &Flow,
+    rules: (&[Ruleset], &[NftRuleset]),
+    t: &Trace,
+    bold: bool,
+) {
+    let rule_of = |s: &Step, n: usize| rule_text(rules, flow.family, s, n);
     let decisive = t.decided_by.as_ref().and_then(|d| {
         t.steps.iter().rposition(|s| {
             s.matched
@@ -421,14 +474,14 @@ fn trace_story(out: &mut String, flow: &Flow, rulesets: &[Ruleset], t: &Trace, b
         let decides = Some(i) == decisive;
         let mark = if decides { ">>" } else { "  " };
         let rule = s.rule_number.and_then(|n| rule_of(s, n).map(|r| (n, r)));
-        let head = match rule {
-            Some((n, r)) => {
+        let head = match &rule {
+            Some((n, (text, comment))) => {
                 // The comment is in the text already; set beside the deciding rule it names the owner.
-                let comment = r
-                    .comments()
+                let comment = comment
+                    .as_ref()
                     .filter(|_| decides)
                     .map_or(String::new(), |c| format!("   <- {c}"));
-                format!("{mark} {n:>4}  {}{comment}", r.text)
+                format!("{mark} {n:>4}  {text}{comment}")
             }
             None => format!("{mark}    -  {}", s.why),
         };

@@ -412,3 +412,71 @@ fn route_flag_decides_the_output_interface_after_dnat() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
     assert!(text(&o.stderr).contains("DST=DEV"), "{}", text(&o.stderr));
 }
+
+fn nft_fixture(name: &str) -> String {
+    path(&["..", "netfilter", "tests", "fixtures", "nft", name])
+}
+
+/// `trace --nft-json kube-proxy.json` of a TCP flow from 198.51.100.5 to `to`.
+fn nft_trace(to: &str, extra: &[&str]) -> Output {
+    let json_file = nft_fixture("kube-proxy.json");
+    let mut args = vec!["trace", "--nft-json", &json_file, "--proto", "tcp"];
+    args.extend(["--from", "198.51.100.5", "--to", to]);
+    args.extend_from_slice(extra);
+    netprobe(&args)
+}
+
+/// kube-proxy's nftables mode from `nft -j list ruleset`: a ClusterIP flow splits over the two
+/// endpoints of the `numgen` map, each DNATed; the firewall map drops 198.51.100.40:443 and the
+/// story names the native rule with its nft text.
+#[test]
+fn nft_json_traces_native_kube_proxy_tables() {
+    let v = json(&nft_trace("198.51.100.10:80", &["--json"]));
+    let branches = v["branches"].as_array().unwrap_or_else(|| panic!("{v:#}"));
+    assert_eq!(branches.len(), 2, "{v:#}");
+    let mut to: Vec<&str> = branches
+        .iter()
+        .map(|b| b["nat"][0]["to"]["addr"].as_str().unwrap())
+        .collect();
+    to.sort_unstable();
+    assert_eq!(to, ["203.0.113.1", "203.0.113.2"]);
+    assert_eq!(branches[0]["nat"][0]["rule"]["backend"], "nftables");
+    assert_eq!(branches[0]["nat"][0]["rule"]["table"], "kube-proxy");
+
+    let o = nft_trace("198.51.100.40:443", &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    let story = text(&o.stdout);
+    assert!(
+        story.contains("nftables ipv4 kube-proxy firewall-check rule 1"),
+        "{story}"
+    );
+    assert!(
+        story.contains(">>    1  ip daddr . meta l4proto . th dport vmap"),
+        "{story}"
+    );
+}
+
+#[test]
+fn nft_json_garbage_exits_2_with_the_json_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"nftables": [{"table": {"family": "ip"}}]}"#).unwrap();
+    let bad = bad.display().to_string();
+    let o = netprobe(&[
+        "trace",
+        "--nft-json",
+        &bad,
+        "--proto",
+        "tcp",
+        "--from",
+        "198.51.100.5",
+        "--to",
+        "198.51.100.10:80",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("bad.json") && err.contains("nftables[0]"),
+        "{err}"
+    );
+}

@@ -123,7 +123,11 @@ fn legacy_rules_in_a_named_namespace() {
             .len(),
         0
     );
-    assert_eq!(source(&v, "nft -j list ruleset")["evaluated"], false);
+    assert_eq!(source(&v, "nft -j list ruleset")["evaluated"], true);
+    assert_eq!(
+        source(&v, "nft -j list ruleset")["native_tables"],
+        serde_json::json!([])
+    );
 
     let o = trace_in(&target, "tcp", "198.51.100.20:80");
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
@@ -517,4 +521,30 @@ fn dnat_is_rerouted_through_the_namespaces_routing_table() {
         .unwrap();
     let v = json(&netprobe(&args));
     assert_eq!(v["verdict"], "undetermined", "{v:#}");
+}
+
+/// A native nftables table (firewalld-style `inet`) next to iptables-nft rules: `nft -j list
+/// ruleset` is parsed, the native rule decides, and iptables-nft's own table is not counted twice.
+#[test]
+fn native_nftables_table_is_evaluated_live() {
+    let ns = lab_host();
+    rule(&ns, "iptables-nft", "-A OUTPUT -p tcp --dport 22 -j ACCEPT");
+    for cmd in [
+        "add table inet fw",
+        "add chain inet fw out { type filter hook output priority 10; policy accept; }",
+        "add rule inet fw out tcp dport 81 counter drop comment \"no port 81\"",
+    ] {
+        ns.exec_ok(&["nft", cmd]).unwrap();
+    }
+    let o = trace_in(&["--netns", ns.name()], "tcp", "198.51.100.20:81");
+    assert_decided(&o, "drop", ("nftables", "inet", "fw", "out", 1));
+    let v = json(&o);
+    assert_eq!(v["decided_by"]["comment"], "no port 81", "{v:#}");
+    let nft = source(&v, "nft -j list ruleset");
+    assert_eq!(nft["evaluated"], true, "{v:#}");
+    assert_eq!(nft["native_tables"][0], "inet fw", "{v:#}");
+    assert_eq!(nft["iptables_nft_tables"][0], "ip filter", "{v:#}");
+    // Port 22: iptables-nft accepts, the native chain lets it through too.
+    let o = trace_in(&["--netns", ns.name()], "tcp", "198.51.100.20:22");
+    assert_eq!(json(&o)["verdict"], "accept");
 }

@@ -278,7 +278,7 @@ fn conntrack(c: &ConntrackMatch, p: &Packet) -> Tri {
 /// The IPv4 route type (`__inet_dev_addr_type`, net/ipv4/fib_frontend.c): broadcast for 0/8-zero
 /// and 255.255.255.255, multicast, then the local table (local addresses, subnet broadcasts)
 /// restricted to `dev` when given, else unicast.
-fn v4_type(a: Ipv4Addr, dev: Option<&str>, host: &HostModel) -> AddrType {
+pub(crate) fn v4_type(a: Ipv4Addr, dev: Option<&str>, host: &HostModel) -> AddrType {
     if a.octets()[0] == 0 || a.is_broadcast() {
         return AddrType::Broadcast;
     }

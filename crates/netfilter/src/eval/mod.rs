@@ -25,13 +25,30 @@
 //! logs (`LOG`, `NFLOG`, `TRACE`, none) is skipped with a note, as it cannot change the outcome.
 //! A `-m statistic` rule (kube-proxy's endpoint choice) forks the walk: [`Traces`] holds one
 //! [`Trace`] per branch with its probability.
+//!
+//! Native nftables base chains ([`trace_all`]) take part in the same walk, ordered by their
+//! numeric priority among the iptables tables; `type nat` chains run inside the NAT core at
+//! its priority (−100 / 100), ordered among themselves by theirs (nf_nat_core.c
+//! `nf_nat_register_fn`). An `nft numgen random mod N` forks the walk like a statistic rule:
+//! value `k` is taken as N−1 binary choices with probabilities 1/N, 1/(N−1), …, so each value's
+//! branch has probability 1/N.
+
+// `Stop` (a verdict and the rule behind it) is the `Err` of every walking function; it is built
+// once per walk, on the way out, so its size costs nothing worth boxing it for. It passed the lint's
+// 128-byte line when `RuleRef` grew a native table's name.
+#![allow(
+    clippy::result_large_err,
+    reason = "Stop is returned once per walk, on the way out"
+)]
 
 mod flow;
 mod hooks;
 mod index;
 mod matches;
+mod nft;
 mod packet;
 mod path;
+mod table_ref;
 mod trace;
 mod walk;
 
@@ -39,9 +56,11 @@ use serde::Serialize;
 
 pub use flow::{ConnState, Flow, HostModel, IpSet, LocalAddr, Origin, Route};
 pub use hooks::Hook;
+pub use table_ref::{TableFamily, TableId};
 pub use trace::{Choice, Endpoint, NatKind, NatRewrite, RuleRef, Step, Trace, Verdict};
 
 use crate::model::{Family, Ruleset};
+use crate::nft::NftRuleset;
 
 /// Bounds on one evaluation, so that no input can make it run away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -117,10 +136,48 @@ pub fn trace_with(rulesets: &[Ruleset], host: &HostModel, flow: &Flow, limits: &
     trace_impl(rulesets, host, flow, limits, true)
 }
 
+/// Traces `flow` through iptables `rulesets` and native nftables rulesets `nft` together (base
+/// chains of both ordered by priority on each hook), with the default [`Limits`].
+///
+/// `nft` is what [`crate::nft::parse_json`] returns for `nft -j list ruleset`; its iptables-nft
+/// tables are already left out, so pass `iptables-nft-save`'s ruleset in `rulesets` and no rule
+/// is counted twice. Native rules appear in traces with backend `nftables`, family `ipv4`,
+/// `ipv6` or `inet`, their table's name and chain, and their 1-based position in the chain.
+pub fn trace_all(
+    rulesets: &[Ruleset],
+    nft: &[NftRuleset],
+    host: &HostModel,
+    flow: &Flow,
+) -> Traces {
+    trace_all_with(rulesets, nft, host, flow, &Limits::default())
+}
+
+/// [`trace_all`] with explicit limits.
+pub fn trace_all_with(
+    rulesets: &[Ruleset],
+    nft: &[NftRuleset],
+    host: &HostModel,
+    flow: &Flow,
+    limits: &Limits,
+) -> Traces {
+    trace_full(rulesets, nft, host, flow, limits, true)
+}
+
 /// [`trace_with`], with the chain indexes on or off (off: every rule is walked, the reference the
 /// index is tested against).
 pub(crate) fn trace_impl(
     rulesets: &[Ruleset],
+    host: &HostModel,
+    flow: &Flow,
+    limits: &Limits,
+    indexed: bool,
+) -> Traces {
+    trace_full(rulesets, &[], host, flow, limits, indexed)
+}
+
+fn trace_full(
+    rulesets: &[Ruleset],
+    native: &[NftRuleset],
     host: &HostModel,
     flow: &Flow,
     limits: &Limits,
@@ -143,7 +200,7 @@ pub(crate) fn trace_impl(
             branches.push(path::undetermined_trace(reason));
             break;
         }
-        let trace = path::walk_once(rulesets, host, flow, limits, &indexes, &prefix);
+        let trace = path::walk_once(rulesets, native, host, flow, limits, &indexes, &prefix);
         for k in prefix.len()..trace.branch.len() {
             // An outcome of probability 0 (`--probability 1`) cannot happen.
             if trace.branch[k].probability >= 1.0 {

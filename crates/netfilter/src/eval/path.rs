@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 use crate::model::Ruleset;
+use crate::nft::NftRuleset;
 
 use super::Limits;
 use super::flow::{Flow, HostModel, Origin};
@@ -27,6 +28,7 @@ pub(crate) fn undetermined_trace(reason: String) -> Trace {
 /// Walks the flow once, taking the statistic outcomes in `prefix` (and "matched" past it).
 pub(crate) fn walk_once(
     rulesets: &[Ruleset],
+    native: &[NftRuleset],
     host: &HostModel,
     flow: &Flow,
     limits: &Limits,
@@ -35,6 +37,7 @@ pub(crate) fn walk_once(
 ) -> Trace {
     let mut w = Walker {
         rulesets,
+        native,
         host,
         limits,
         indexes,

@@ -4,10 +4,11 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::model::{Backend, Family, TableName};
+use crate::model::Backend;
 use crate::target::RejectWith;
 
 use super::hooks::Hook;
+use super::table_ref::{TableFamily, TableId};
 
 /// The packet's fate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -47,19 +48,20 @@ impl Verdict {
 pub struct RuleRef {
     /// The backend that holds it, when known.
     pub backend: Option<Backend>,
-    /// The family of its ruleset.
-    pub family: Family,
-    /// Its table.
-    pub table: TableName,
+    /// The family of its ruleset or native table (`ipv4`, `ipv6`, `inet`).
+    pub family: TableFamily,
+    /// Its table (`filter`, or a native table's name such as `kube-proxy`).
+    pub table: TableId,
     /// Its chain.
     pub chain: String,
-    /// The 1-based rule number within the chain (`iptables -L --line-numbers`); `None` for the
-    /// chain's policy.
+    /// The 1-based rule number within the chain (`iptables -L --line-numbers`; for a native
+    /// rule, its position in `nft list chain`); `None` for the chain's policy.
     #[serde(rename = "rule")]
     pub rule_number: Option<usize>,
-    /// The rule's text as written, or `:CHAIN POLICY` for a policy.
+    /// The rule's text as written (nft syntax for a native rule), or `:CHAIN POLICY` for a
+    /// policy (`policy drop` for a native base chain).
     pub text: String,
-    /// The rule's `-m comment` text.
+    /// The rule's `-m comment` (or nft `comment`) text.
     pub comment: Option<String>,
 }
 
@@ -71,7 +73,7 @@ pub struct Step {
     /// The backend of the ruleset.
     pub backend: Option<Backend>,
     /// The table.
-    pub table: TableName,
+    pub table: TableId,
     /// The chain.
     pub chain: String,
     /// The 1-based rule number; `None` for a policy or a note about the whole chain.
@@ -121,7 +123,9 @@ pub struct NatRewrite {
     pub to: Endpoint,
 }
 
-/// One outcome of a `-m statistic` rule on this path.
+/// One outcome of a `-m statistic` rule on this path; or one step of an nft `numgen … mod N`
+/// draw, where value `k` is `k` choices not taken (probabilities 1 − 1/N, 1 − 1/(N−1), …) then
+/// one taken (1/(N−k)), so that each value's path has probability 1/N.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Choice {
     /// The rule.

@@ -48,8 +48,8 @@ impl Cx<'_> {
         };
         RuleRef {
             backend: self.rs.backend,
-            family: self.rs.family,
-            table: self.table.name,
+            family: self.rs.family.into(),
+            table: self.table.name.into(),
             chain: chain.name.clone(),
             rule_number: Some(idx + 1),
             text,
@@ -74,6 +74,8 @@ enum RuleEval {
 /// One walk of the packet along one statistic branch.
 pub(crate) struct Walker<'a> {
     pub(crate) rulesets: &'a [Ruleset],
+    /// Native nftables rulesets, walked alongside.
+    pub(crate) native: &'a [crate::nft::NftRuleset],
     pub(crate) host: &'a HostModel,
     pub(crate) limits: &'a Limits,
     /// Per-chain indexes that let the walk jump over rules that cannot match.
@@ -100,7 +102,7 @@ impl<'a> Walker<'a> {
         self.steps.push(Step {
             hook: cx.hook,
             backend: cx.rs.backend,
-            table: cx.table.name,
+            table: cx.table.name.into(),
             chain: chain.to_string(),
             rule_number: rule.map(|i| i + 1),
             matched,
@@ -108,37 +110,35 @@ impl<'a> Walker<'a> {
         });
     }
 
-    /// Runs every base chain on `hook` in priority order; `Err` ends the journey.
+    /// Runs every base chain on `hook` in priority order (iptables tables and native nftables
+    /// base chains together); `Err` ends the journey.
     pub(crate) fn hook(&mut self, hook: Hook) -> Result<(), Stop> {
-        let (rulesets, family) = (self.rulesets, self.p.family);
-        for &table in hook.tables() {
-            if table != TableName::Raw {
+        for slot in super::nft::slots(self.rulesets, self.native, self.p.family, hook) {
+            if slot.after_conntrack() {
                 // Conntrack (priority −200) has run.
                 self.p.ct_attached = true;
             }
-            let present = rulesets.iter().filter_map(|rs| {
-                (rs.family == family)
-                    .then(|| rs.table(table))
-                    .flatten()
-                    .filter(|t| t.chain(hook.chain()).is_some())
-                    .map(|t| (rs, t))
-            });
-            for (rs, t) in present {
-                let cx = Cx { rs, table: t, hook };
-                if table == TableName::Nat
-                    && let Some(why) = self.nat_skipped(hook)
-                {
-                    self.step(cx, hook.chain(), None, false, why);
+            let (rs, t) = match slot.base {
+                super::nft::Base::Xt(rs, t) => (rs, t),
+                super::nft::Base::Native(t, c) => {
+                    self.native_chain(hook, t, c)?;
                     continue;
                 }
-                self.walk(cx)?;
+            };
+            let cx = Cx { rs, table: t, hook };
+            if t.name == TableName::Nat
+                && let Some(why) = self.nat_skipped(hook)
+            {
+                self.step(cx, hook.chain(), None, false, why);
+                continue;
             }
+            self.walk(cx)?;
         }
         Ok(())
     }
 
     /// Why the nat table is not consulted on `hook`, if it is not (nf_nat_core.c `nf_nat_inet_fn`).
-    fn nat_skipped(&self, hook: Hook) -> Option<String> {
+    pub(crate) fn nat_skipped(&self, hook: Hook) -> Option<String> {
         if self.p.reentry {
             return Some(
                 "nat not consulted: the connection's NAT was set up on the output path \
@@ -348,8 +348,8 @@ impl<'a> Walker<'a> {
     fn policy(&mut self, cx: Cx<'_>, base: &Chain) -> Result<(), Stop> {
         let by = |p: &str| RuleRef {
             backend: cx.rs.backend,
-            family: cx.rs.family,
-            table: cx.table.name,
+            family: cx.rs.family.into(),
+            table: cx.table.name.into(),
             chain: base.name.clone(),
             rule_number: None,
             text: format!(":{} {p}", base.name),
@@ -457,8 +457,19 @@ impl<'a> Walker<'a> {
 
     /// Sets up a NAT binding (ends the nat chain with ACCEPT) and rewrites the packet.
     fn nat(&mut self, cx: Cx<'_>, chain: &Chain, idx: usize, t: &Target) -> Result<(), Stop> {
-        let hook = cx.hook;
-        let rule = cx.rule_ref(chain, idx);
+        let why = self.nat_apply(cx.hook, cx.rule_ref(chain, idx), t)?;
+        self.step(cx, &chain.name, Some(idx), true, why);
+        Ok(())
+    }
+
+    /// Applies the NAT target `t` of `rule` on `hook`: rewrites the packet, records the binding
+    /// and says what it did.
+    pub(crate) fn nat_apply(
+        &mut self,
+        hook: Hook,
+        rule: RuleRef,
+        t: &Target,
+    ) -> Result<String, Stop> {
         let family = self.p.family;
         let (kind, dnat) = match t {
             Target::Dnat { .. } => (NatKind::Dnat, true),
@@ -536,7 +547,6 @@ impl<'a> Walker<'a> {
             format!("{a}{port}")
         };
         let why = format!("{kind:?}: {} -> {}", show(&from), show(&to));
-        self.step(cx, &chain.name, Some(idx), true, why);
         self.nat.push(NatRewrite {
             hook,
             rule,
@@ -544,7 +554,7 @@ impl<'a> Walker<'a> {
             from,
             to,
         });
-        Ok(())
+        Ok(why)
     }
 }
 

@@ -8,7 +8,7 @@
 //! | field | command | used by `trace` |
 //! |---|---|---|
 //! | [`NetnsSnapshot::iptables`] | `iptables-legacy-save`, `iptables-nft-save`, `ip6tables-legacy-save`, `ip6tables-nft-save` | yes |
-//! | [`NetnsSnapshot::nft_ruleset`] | `nft -j list ruleset` (raw JSON text in `stdout`) | not yet: kept for the nft JSON parser |
+//! | [`NetnsSnapshot::nft_ruleset`] | `nft -j list ruleset` (raw JSON text in `stdout`) | yes (native tables) |
 //! | [`NetnsSnapshot::ipset`] | `ipset save` | yes (set contents) |
 //! | [`NetnsSnapshot::addresses`] / [`NetnsSnapshot::addrs`] | `ip -j addr show` | yes (local addresses) |
 //! | [`NetnsSnapshot::routes`] | `ip -j route get TO [from FROM]` per question | yes (source address, output device) |
@@ -24,6 +24,7 @@ use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use netfilter::eval::{HostModel, IpSet};
+use netfilter::nft::{NftParseError, NftRuleset};
 use netfilter::{Backend, Family, ParseError, ParseOptions, Ruleset, parse_ipset_save, parse_save};
 use serde::{Deserialize, Serialize};
 
@@ -121,7 +122,7 @@ pub struct NetnsSnapshot {
     /// The four `*-save` tools, in [`IptablesTool::ALL`] order.
     pub iptables: Vec<IptablesDump>,
     /// `nft -j list ruleset`: the whole native nftables ruleset as JSON text in `stdout`
-    /// (schema: libnftables-json(5)). Not evaluated yet; the nft JSON parser reads it from here.
+    /// (schema: libnftables-json(5)); [`NetnsSnapshot::nft`] parses it.
     pub nft_ruleset: Capture,
     /// `ipset save`.
     pub ipset: Capture,
@@ -215,9 +216,6 @@ fn route_get(query: RouteQuery) -> RouteLookup {
     }
 }
 
-/// iptables-nft's table names; an nft table of family `ip`/`ip6` with one of them is its.
-const XTABLES_NAMES: [&str; 5] = ["filter", "nat", "mangle", "raw", "security"];
-
 impl NetnsSnapshot {
     /// Parses every `*-save` output that succeeded and printed at least one table, with the
     /// backend and family of the tool that printed it.
@@ -281,28 +279,12 @@ impl NetnsSnapshot {
         self.routes.iter().find(|r| r.query == query)
     }
 
-    /// Native nftables tables (`family name`) in [`NetnsSnapshot::nft_ruleset`] — every table
-    /// that is not iptables-nft's own (`ip`/`ip6` `filter`, `nat`, `mangle`, `raw`, `security`).
-    /// Their rules are not evaluated yet. Empty when `nft` did not run.
-    pub fn native_nft_tables(&self) -> Vec<String> {
-        let Some(text) = self.nft_json() else {
-            return Vec::new();
-        };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
-            return Vec::new();
-        };
-        let items = v.get("nftables").and_then(|n| n.as_array());
-        items
-            .into_iter()
-            .flatten()
-            .filter_map(|item| item.get("table"))
-            .filter_map(|t| {
-                let family = t.get("family")?.as_str()?;
-                let name = t.get("name")?.as_str()?;
-                let xtables = matches!(family, "ip" | "ip6") && XTABLES_NAMES.contains(&name);
-                (!xtables).then(|| format!("{family} {name}"))
-            })
-            .collect()
+    /// The native nftables ruleset parsed from [`NetnsSnapshot::nft_ruleset`] (tables that
+    /// iptables-nft made are skipped there and read from `iptables-nft-save`); `None` when `nft`
+    /// did not run successfully. Errors: output that is not a ruleset nft's JSON schema describes
+    /// (with the JSON path).
+    pub fn nft(&self) -> Result<Option<NftRuleset>, NftParseError> {
+        self.nft_json().map(netfilter::nft::parse_json).transpose()
     }
 }
 
@@ -386,7 +368,13 @@ mod tests {
         assert!(host.is_local("198.51.100.1".parse().unwrap()));
         assert_eq!(host.ipsets["blk"].members.len(), 1);
         assert_eq!(host.route_dev("192.0.2.77".parse().unwrap()), Some("v1"));
-        assert_eq!(snap.native_nft_tables(), ["inet fw"]);
+        let nft = snap.nft().unwrap().unwrap();
+        let tables: Vec<String> = nft
+            .tables
+            .iter()
+            .map(|t| format!("{} {}", t.family, t.name))
+            .collect();
+        assert_eq!(tables, ["inet fw"]);
     }
 
     #[test]

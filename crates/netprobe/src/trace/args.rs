@@ -149,10 +149,15 @@ pub struct TraceArgs {
     #[arg(
         long = "rules",
         value_name = "FILE",
-        required_unless_present = "live",
+        required_unless_present_any = ["live", "nft_json"],
         conflicts_with = "live"
     )]
     pub rules: Vec<PathBuf>,
+    /// `nft -j list ruleset` output (repeatable): native nftables tables (kube-proxy's nftables
+    /// mode, firewalld, …), traced together with the `--rules` dumps. Tables iptables-nft made
+    /// are skipped there: pass `iptables-nft-save` output with `--rules` for them.
+    #[arg(long = "nft-json", value_name = "FILE", conflicts_with = "live")]
+    pub nft_json: Vec<PathBuf>,
     /// `ipset save` output (repeatable): the contents of the sets `-m set` rules consult.
     #[arg(long = "ipset", value_name = "FILE", conflicts_with = "live")]
     pub ipsets: Vec<PathBuf>,

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use netfilter::Ruleset;
 use netfilter::eval::HostModel;
+use netfilter::nft::NftRuleset;
 use serde_json::{Value, json};
 
 use crate::collect::{Capture, CaptureStatus, NetnsSnapshot, RouteLookup};
@@ -34,6 +35,7 @@ impl LiveReport {
     pub(super) fn new(
         snap: &NetnsSnapshot,
         rulesets: &[Ruleset],
+        nft: Option<&NftRuleset>,
         host: &HostModel,
         route: Option<&RouteLookup>,
     ) -> LiveReport {
@@ -72,30 +74,47 @@ impl LiveReport {
             }
             sources.push((d.tool.program().to_string(), d.capture.clone(), extra, text));
         }
-        let native = snap.native_nft_tables();
-        if !native.is_empty() {
-            warnings.push(format!(
-                "native nftables tables are not evaluated yet (nft -j is collected, not parsed): {}; \
-                 their rules may change the verdict",
-                native.join(", ")
-            ));
-        }
+        let native: Vec<String> = nft
+            .into_iter()
+            .flat_map(|n| &n.tables)
+            .map(|t| format!("{} {}", t.family, t.name))
+            .collect();
+        let skipped: Vec<String> = nft
+            .into_iter()
+            .flat_map(|n| &n.skipped)
+            .map(|t| format!("{} {}", t.family, t.name))
+            .collect();
         let nft_text = if snap.nft_ruleset.status == CaptureStatus::Ok {
-            format!(
-                "ok, collected, not evaluated; native tables: {}",
-                if native.is_empty() {
+            let list = |v: &[String]| {
+                if v.is_empty() {
                     "none".to_string()
                 } else {
-                    native.join(", ")
+                    v.join(", ")
                 }
+            };
+            format!(
+                "ok, native tables: {}; iptables-nft's (read from iptables-nft-save): {}",
+                list(&native),
+                list(&skipped)
             )
         } else {
             snap.nft_ruleset.summary()
         };
+        if matches!(
+            snap.nft_ruleset.status,
+            CaptureStatus::Failed { .. }
+                | CaptureStatus::TimedOut { .. }
+                | CaptureStatus::Error { .. }
+        ) {
+            warnings.push(format!(
+                "nft -j list ruleset {}; native nftables rules are not in this trace",
+                snap.nft_ruleset.summary()
+            ));
+        }
         sources.push((
             "nft -j list ruleset".to_string(),
             snap.nft_ruleset.clone(),
-            json!({ "evaluated": false, "native_tables": native }),
+            json!({ "evaluated": nft.is_some(), "native_tables": native, "iptables_nft_tables": skipped }),
             nft_text,
         ));
         let sets: Vec<&String> = host.ipsets.keys().collect();
