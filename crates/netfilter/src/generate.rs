@@ -13,6 +13,7 @@
 //!
 //! [`kube_proxy`] generates kube-proxy iptables-mode rulesets of N Services × M endpoints.
 
+pub mod cases;
 pub mod kube_proxy;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

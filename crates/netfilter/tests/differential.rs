@@ -1,0 +1,697 @@
+//! Differential test of the packet-path evaluator against the kernel (needs root, network
+//! namespaces, iptables-legacy/-nft, nft and conntrack; fails, never skips, where they are missing).
+//!
+//! The lab: three namespaces, client (198.51.100.1) — router — server (203.0.113.1), joined by
+//! veth pairs with permanent neighbour entries. Only the router holds rules under test: each case
+//! ([`netfilter::generate::cases`]) restores a legacy and an nf_tables ruleset there (all five
+//! tables each, so a restore replaces the previous case's), flushes conntrack, and sends one
+//! hand-built packet (a TCP SYN, a UDP datagram or an ICMP echo request, from a raw socket) along
+//! one of four paths: client → server (forwarded), client → router (input), router → client or
+//! server (local output), router → itself (loopback).
+//!
+//! The outcome is read from a native nftables table in the router that only counts (no verdicts,
+//! so by nft(8) "OVERALL EVALUATION OF THE RULESET" it cannot change any packet's fate):
+//! * chains at priority −1000 on prerouting/output (before raw at −300) count the test packet
+//!   arriving, and every TCP RST and ICMP destination-unreachable the router emits (a REJECT's
+//!   answer, counted before the router's own OUTPUT rules could drop it);
+//! * chains at priority +1000 on input and postrouting (after nat at +100, the last iptables
+//!   table) count the test packet having survived every chain of its path.
+//!
+//! Survived → accept; else an answer of the right kind → reject; else drop. The client and the
+//! server drop everything in raw PREROUTING, so nothing answers the test packet from beyond the
+//! router. The kernel's outcome must equal the evaluator's verdict, or with `-m statistic` one of
+//! its branches' verdicts. `undetermined` is accepted only on cases the generator marked as holding
+//! something undecidable by design, and must stay a small minority.
+//!
+//! Runs: `differential_kernel_agrees` (CI) runs `NETFILTER_DIFF_CASES` cases (default 1000) from
+//! seed `NETFILTER_DIFF_SEED` (default fixed); case `i` is generated from seed `SEED + i`, which is
+//! printed with any disagreement. Reproduce one case with
+//! `NETFILTER_DIFF_SEED=<case seed> NETFILTER_DIFF_CASES=1`. `regressions_kernel_agrees` runs the
+//! hand-written cases and the seeds of past disagreements.
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use lab::{Netns, Veth, run_bounded};
+use netfilter::eval::{Flow, Origin, Trace, Traces, Verdict, trace};
+use netfilter::generate::cases::{Case, Lab, case, packet_len};
+use netfilter::target::RejectWith;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+/// Default first seed of the CI run (fixed, so CI is reproducible; the long run takes another).
+const DEFAULT_SEED: u64 = 0x0D1F_F000;
+/// Default number of cases.
+const DEFAULT_CASES: u64 = 1000;
+/// Longest wait for the test packet to show up at the router.
+const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time limit of one command in the lab.
+const CMD_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What the kernel did with the test packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Accepted,
+    Dropped,
+    /// Answered with a TCP RST.
+    Reset,
+    /// Answered with ICMP destination unreachable of this code.
+    Unreachable(u8),
+}
+
+fn expected(v: &Verdict) -> Option<Outcome> {
+    Some(match v {
+        Verdict::Accept => Outcome::Accepted,
+        Verdict::Drop => Outcome::Dropped,
+        Verdict::Reject { with } => match with {
+            RejectWith::TcpReset => Outcome::Reset,
+            RejectWith::IcmpNetUnreachable => Outcome::Unreachable(0),
+            RejectWith::IcmpHostUnreachable => Outcome::Unreachable(1),
+            RejectWith::IcmpProtoUnreachable => Outcome::Unreachable(2),
+            RejectWith::IcmpPortUnreachable => Outcome::Unreachable(3),
+            RejectWith::IcmpNetProhibited => Outcome::Unreachable(9),
+            RejectWith::IcmpHostProhibited => Outcome::Unreachable(10),
+            RejectWith::IcmpAdminProhibited => Outcome::Unreachable(13),
+            _ => return None,
+        },
+        Verdict::Undetermined { .. } => return None,
+    })
+}
+
+/// The ICMP destination-unreachable codes REJECT can send (ipt_REJECT.c).
+const UNREACH_CODES: [u8; 7] = [0, 1, 2, 3, 9, 10, 13];
+
+/// The observer table: counters only, base chains before and after every iptables table.
+fn observer_table() -> String {
+    let sig = [
+        "tcp flags & (fin | syn | rst | ack) == syn",
+        "meta l4proto udp",
+        "icmp type echo-request",
+    ];
+    let mut s = String::from("table inet ndiff_obs {\n");
+    s.push_str("  chain pre { type filter hook prerouting priority -1000; policy accept;\n");
+    for m in sig {
+        let _ = writeln!(s, "    iifname != \"lo\" {m} counter comment \"arrive\"");
+    }
+    s.push_str("  }\n  chain out { type filter hook output priority -1000; policy accept;\n");
+    for m in sig {
+        let _ = writeln!(s, "    {m} counter comment \"arrive\"");
+    }
+    s.push_str("    tcp flags & rst == rst counter comment \"rst\"\n");
+    for c in UNREACH_CODES {
+        let _ = writeln!(
+            s,
+            "    icmp type destination-unreachable icmp code {c} counter comment \"unreach-{c}\""
+        );
+    }
+    s.push_str("  }\n  chain in_last { type filter hook input priority 1000; policy accept;\n");
+    for m in sig {
+        let _ = writeln!(s, "    {m} counter comment \"passed\"");
+    }
+    s.push_str(
+        "  }\n  chain post_last { type filter hook postrouting priority 1000; policy accept;\n",
+    );
+    for m in sig {
+        let _ = writeln!(s, "    oifname != \"lo\" {m} counter comment \"passed\"");
+    }
+    s.push_str("  }\n}\n");
+    s
+}
+
+/// Counter totals by comment.
+type Counts = BTreeMap<String, u64>;
+
+fn parse_counts(listing: &str) -> Counts {
+    let mut out = Counts::new();
+    for line in listing.lines() {
+        let (Some(p), Some(c)) = (line.find("packets "), line.find("comment \"")) else {
+            continue;
+        };
+        let n: u64 = line[p + 8..]
+            .split_whitespace()
+            .next()
+            .and_then(|x| x.parse().ok())
+            .unwrap_or_else(|| panic!("cannot read a counter in `{line}`"));
+        let name = line[c + 9..].trim_end_matches('"').to_string();
+        *out.entry(name).or_default() += n;
+    }
+    out
+}
+
+fn delta(after: &Counts, before: &Counts) -> Counts {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+/// The outcome from a counter delta; `None` while the packet has not arrived.
+fn classify(d: &Counts, settled: bool) -> Option<Outcome> {
+    let get = |k: &str| d.get(k).copied().unwrap_or(0);
+    if get("arrive") == 0 {
+        return None;
+    }
+    if get("passed") > 0 {
+        return Some(Outcome::Accepted);
+    }
+    if get("rst") > 0 {
+        return Some(Outcome::Reset);
+    }
+    if let Some(c) = UNREACH_CODES
+        .iter()
+        .find(|c| get(&format!("unreach-{c}")) > 0)
+    {
+        return Some(Outcome::Unreachable(*c));
+    }
+    settled.then_some(Outcome::Dropped)
+}
+
+/// Internet checksum (RFC 1071) of `data` with `init` folded in.
+fn checksum(data: &[u8], init: u32) -> u16 {
+    let mut sum = init;
+    for c in data.chunks(2) {
+        let w = u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]);
+        sum += u32::from(w);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The IPv4 packet of `flow`: a SYN without options, a UDP datagram or an echo request with 8
+/// payload bytes (the lengths of [`packet_len`]).
+fn packet(flow: &Flow, id: u16) -> (Vec<u8>, Ipv4Addr) {
+    let (IpAddr::V4(src), IpAddr::V4(dst)) = (flow.src, flow.dst) else {
+        panic!("IPv4 only: {flow:?}");
+    };
+    let payload = *b"netprobe";
+    let l4: Vec<u8> = match flow.protocol {
+        6 => {
+            let mut t = vec![0u8; 20];
+            t[0..2].copy_from_slice(&flow.sport.unwrap().to_be_bytes());
+            t[2..4].copy_from_slice(&flow.dport.unwrap().to_be_bytes());
+            t[4..8].copy_from_slice(&0x1000_0000u32.wrapping_add(u32::from(id)).to_be_bytes());
+            t[12] = 5 << 4;
+            t[13] = 0x02; // SYN
+            t[14..16].copy_from_slice(&1024u16.to_be_bytes());
+            t
+        }
+        17 => {
+            let mut u = vec![0u8; 8];
+            u[0..2].copy_from_slice(&flow.sport.unwrap().to_be_bytes());
+            u[2..4].copy_from_slice(&flow.dport.unwrap().to_be_bytes());
+            u[4..6].copy_from_slice(&16u16.to_be_bytes());
+            u.extend_from_slice(&payload);
+            u
+        }
+        1 => {
+            let mut i = vec![8u8, 0, 0, 0];
+            i.extend_from_slice(&id.to_be_bytes());
+            i.extend_from_slice(&1u16.to_be_bytes());
+            i.extend_from_slice(&payload);
+            i
+        }
+        p => panic!("protocol {p} not sent by the lab"),
+    };
+    let mut l4 = l4;
+    let sum_at = match flow.protocol {
+        6 => 16,
+        17 => 6,
+        _ => 2,
+    };
+    let cs = if flow.protocol == 1 {
+        checksum(&l4, 0)
+    } else {
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&src.octets());
+        pseudo.extend_from_slice(&dst.octets());
+        pseudo.extend_from_slice(&[0, flow.protocol]);
+        pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+        let init = pseudo
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum();
+        checksum(&l4, init)
+    };
+    l4[sum_at..sum_at + 2].copy_from_slice(&cs.to_be_bytes());
+    let total = 20 + l4.len();
+    assert_eq!(total, usize::from(packet_len(flow.protocol)));
+    let mut ip = vec![0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    ip[4..6].copy_from_slice(&id.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = flow.protocol;
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&dst.octets());
+    let cs = checksum(&ip, 0);
+    ip[10..12].copy_from_slice(&cs.to_be_bytes());
+    ip.extend_from_slice(&l4);
+    (ip, dst)
+}
+
+/// The three namespaces and what the cases need of them.
+struct DiffLab {
+    /// Kept for its lifetime: the namespace is deleted on drop.
+    _client: Netns,
+    router: Netns,
+    /// Kept for its lifetime.
+    _server: Netns,
+    lab: Lab,
+    dir: tempfile::TempDir,
+    client_sock: Socket,
+    router_sock: Socket,
+    next_id: u16,
+}
+
+/// Runs `argv` inside `ns` (a child of a thread that entered it: no `ip netns exec`), with a
+/// private xtables lock so other tests' iptables runs do not block it. Panics on failure.
+fn run(ns: &Netns, lock: &std::path::Path, argv: &[&str]) -> String {
+    let out = ns
+        .run_in(|| {
+            let mut c = Command::new(argv[0]);
+            c.args(&argv[1..]).env("XTABLES_LOCKFILE", lock);
+            run_bounded(c, CMD_TIMEOUT)
+        })
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{}: {e}", argv.join(" ")));
+    if !out.status.success() {
+        panic!(
+            "{} in {} failed ({}): {}{}",
+            argv.join(" "),
+            ns.name(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn mac(ns: &Netns, dev: &str) -> String {
+    let link = ns.ip(&["-o", "link", "show", "dev", dev]).unwrap();
+    let mut it = link.split_whitespace();
+    it.find(|w| *w == "link/ether")
+        .and_then(|_| it.next())
+        .unwrap_or_else(|| panic!("no MAC in {link}"))
+        .to_string()
+}
+
+fn raw_socket(ns: &Netns) -> Socket {
+    ns.run_in(|| Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(255))))
+        .unwrap()
+        .expect("raw socket (needs CAP_NET_RAW)")
+}
+
+impl DiffLab {
+    fn new() -> DiffLab {
+        for tool in [
+            "iptables-legacy-restore",
+            "iptables-nft-restore",
+            "nft",
+            "conntrack",
+        ] {
+            let found = std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+                .unwrap_or(false);
+            assert!(
+                found,
+                "`{tool}` is needed by the differential test and is not installed"
+            );
+        }
+        let client = Netns::new("ndc").unwrap();
+        let router = Netns::new("ndr").unwrap();
+        let server = Netns::new("nds").unwrap();
+        let inner =
+            Veth::connect(&router, "198.51.100.254/24", &client, "198.51.100.1/24").unwrap();
+        let outer = Veth::connect(&router, "203.0.113.254/24", &server, "203.0.113.1/24").unwrap();
+        let lab = Lab::new(inner.a_name(), outer.a_name());
+        client
+            .ip(&["route", "add", "203.0.113.0/24", "via", "198.51.100.254"])
+            .unwrap();
+        server
+            .ip(&["route", "add", "198.51.100.0/24", "via", "203.0.113.254"])
+            .unwrap();
+        // Permanent neighbours: no ARP in flight when a case's packet goes out.
+        let (c_mac, r_in_mac) = (mac(&client, inner.b_name()), mac(&router, inner.a_name()));
+        let (s_mac, r_out_mac) = (mac(&server, outer.b_name()), mac(&router, outer.a_name()));
+        let neigh = |ns: &Netns, addr: &str, mac: &str, dev: &str| {
+            ns.ip(&[
+                "neigh",
+                "replace",
+                addr,
+                "lladdr",
+                mac,
+                "dev",
+                dev,
+                "nud",
+                "permanent",
+            ])
+            .unwrap();
+        };
+        neigh(&client, "198.51.100.254", &r_in_mac, inner.b_name());
+        neigh(&router, "198.51.100.1", &c_mac, inner.a_name());
+        neigh(&router, "198.51.100.7", &c_mac, inner.a_name());
+        neigh(&router, "203.0.113.1", &s_mac, outer.a_name());
+        neigh(&server, "203.0.113.254", &r_out_mac, outer.b_name());
+        for (k, v) in [
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv4.conf.all.rp_filter", "0"),
+            ("net.ipv4.conf.default.rp_filter", "0"),
+            ("net.ipv4.conf.all.send_redirects", "0"),
+            // Every REJECT must answer: no ICMP rate limit.
+            ("net.ipv4.icmp_ratelimit", "0"),
+            ("net.ipv4.icmp_ratemask", "0"),
+            ("net.ipv4.icmp_msgs_per_sec", "1000000"),
+        ] {
+            router.sysctl(k, v).unwrap();
+        }
+        for dev in [inner.a_name(), outer.a_name()] {
+            router
+                .sysctl(&format!("net.ipv4.conf.{dev}.rp_filter"), "0")
+                .unwrap();
+            router
+                .sysctl(&format!("net.ipv4.conf.{dev}.send_redirects"), "0")
+                .unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("xtables.lock");
+        for ns in [&client, &server] {
+            run(
+                ns,
+                &lock,
+                &[
+                    "iptables-legacy",
+                    "-w",
+                    "5",
+                    "-t",
+                    "raw",
+                    "-A",
+                    "PREROUTING",
+                    "-j",
+                    "DROP",
+                ],
+            );
+        }
+        let obs = dir.path().join("observer.nft");
+        std::fs::write(&obs, observer_table()).unwrap();
+        run(&router, &lock, &["nft", "-f", obs.to_str().unwrap()]);
+        let client_sock = raw_socket(&client);
+        let router_sock = raw_socket(&router);
+        let me = DiffLab {
+            _client: client,
+            router,
+            _server: server,
+            lab,
+            dir,
+            client_sock,
+            router_sock,
+            next_id: 1,
+        };
+        // The legacy tables first, so their hooks are registered before the nf_tables ones and run
+        // after them at equal priority (see `Case::rulesets`).
+        let empty = case(0, &me.lab);
+        let empty_text = empty_ruleset();
+        me.load(&Case {
+            legacy: empty_text.clone(),
+            nft: empty_text,
+            ..empty
+        });
+        me
+    }
+
+    fn lock(&self) -> std::path::PathBuf {
+        self.dir.path().join("xtables.lock")
+    }
+
+    fn load(&self, c: &Case) {
+        let legacy = self.dir.path().join("legacy.rules");
+        let nft = self.dir.path().join("nft.rules");
+        std::fs::write(&legacy, &c.legacy).unwrap();
+        std::fs::write(&nft, &c.nft).unwrap();
+        let lock = self.lock();
+        run(
+            &self.router,
+            &lock,
+            &[
+                "iptables-legacy-restore",
+                "-w",
+                "5",
+                legacy.to_str().unwrap(),
+            ],
+        );
+        run(
+            &self.router,
+            &lock,
+            &["iptables-nft-restore", nft.to_str().unwrap()],
+        );
+        run(&self.router, &lock, &["conntrack", "-F"]);
+    }
+
+    fn counts(&self) -> Counts {
+        let lock = self.lock();
+        parse_counts(&run(
+            &self.router,
+            &lock,
+            &["nft", "list", "table", "inet", "ndiff_obs"],
+        ))
+    }
+
+    /// Loads the case, sends its packet, and returns the outcome with the counter delta and the
+    /// sender's error, if any.
+    fn observe(&mut self, c: &Case) -> (Outcome, Counts, Option<String>) {
+        self.load(c);
+        let before = self.counts();
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        let (bytes, dst) = packet(&c.flow, self.next_id);
+        let sock = match c.flow.origin {
+            Origin::LocalOutput => &self.router_sock,
+            _ => &self.client_sock,
+        };
+        let to = SockAddr::from(SocketAddrV4::new(dst, 0));
+        let send_err = sock.send_to(&bytes, &to).err().map(|e| e.to_string());
+        let start = Instant::now();
+        let mut arrived_reads = 0;
+        loop {
+            std::thread::sleep(Duration::from_millis(2));
+            let d = delta(&self.counts(), &before);
+            if d.get("arrive").copied().unwrap_or(0) > 0 {
+                arrived_reads += 1;
+            }
+            // A drop is final once the packet has arrived and a later read still shows nothing.
+            if let Some(o) = classify(&d, arrived_reads >= 2) {
+                return (o, d, send_err);
+            }
+            assert!(
+                start.elapsed() < ARRIVAL_TIMEOUT,
+                "seed {}: the test packet never reached the router's first hook (send: {send_err:?}, \
+                 counters {d:?}); the lab is broken, not the evaluator",
+                c.seed
+            );
+        }
+    }
+}
+
+/// All five tables, empty, ACCEPT policies.
+fn empty_ruleset() -> String {
+    let mut s = String::new();
+    for (t, chains) in [
+        ("raw", &["PREROUTING", "OUTPUT"][..]),
+        (
+            "mangle",
+            &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"][..],
+        ),
+        ("nat", &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"][..]),
+        ("filter", &["INPUT", "FORWARD", "OUTPUT"][..]),
+        ("security", &["INPUT", "FORWARD", "OUTPUT"][..]),
+    ] {
+        let _ = writeln!(s, "*{t}");
+        for c in chains {
+            let _ = writeln!(s, ":{c} ACCEPT [0:0]");
+        }
+        s.push_str("COMMIT\n");
+    }
+    s
+}
+
+fn show_trace(t: &Trace) -> String {
+    let mut s = format!(
+        "verdict {:?} (p={:.3}), decided by {:?}\n",
+        t.verdict,
+        t.probability,
+        t.decided_by
+            .as_ref()
+            .map(|r| (&r.backend, r.table, &r.chain, r.rule_number, &r.text))
+    );
+    for st in &t.steps {
+        let _ = writeln!(
+            s,
+            "    {:<11} {:<6} {:<8} {:<14} {:>4} {} {}",
+            st.hook.to_string(),
+            st.backend.map_or("-".into(), |b| format!("{b:?}")),
+            st.table.to_string(),
+            st.chain,
+            st.rule_number.map_or("-".into(), |n| n.to_string()),
+            if st.matched { "MATCH" } else { "     " },
+            st.why
+        );
+    }
+    for n in &t.nat {
+        let _ = writeln!(s, "    nat: {:?} {:?} -> {:?}", n.kind, n.from, n.to);
+    }
+    s
+}
+
+fn report(c: &Case, traces: &Traces, observed: &str, why: &str) -> String {
+    let mut s = format!(
+        "DISAGREEMENT (seed {seed}; reproduce: NETFILTER_DIFF_SEED={seed} NETFILTER_DIFF_CASES=1 \
+         cargo nextest run -p netfilter --test differential): {why}\n\
+         path: {}\nflow: {:?}\nobserved: {observed}\n\
+         --- legacy ruleset (iptables-legacy-restore) ---\n{}\
+         --- nf_tables ruleset (iptables-nft-restore) ---\n{}",
+        c.path.as_str(),
+        c.flow,
+        c.legacy,
+        c.nft,
+        seed = c.seed,
+    );
+    for (i, t) in traces.branches.iter().enumerate() {
+        let _ = write!(s, "--- evaluator branch {i} ---\n{}", show_trace(t));
+    }
+    s
+}
+
+/// Tallies of a run.
+#[derive(Debug, Default)]
+struct Tally {
+    cases: u64,
+    by_outcome: BTreeMap<String, u64>,
+    by_path: BTreeMap<&'static str, u64>,
+    undetermined: u64,
+    split: u64,
+    failures: Vec<String>,
+}
+
+/// Runs one case; records a failure message on disagreement.
+fn check(lab: &mut DiffLab, c: &Case, tally: &mut Tally) {
+    let rulesets = c
+        .rulesets()
+        .unwrap_or_else(|e| panic!("seed {}: the case does not parse: {e}", c.seed));
+    let host = lab.lab.host_model();
+    let traces = trace(&rulesets, &host, &c.flow);
+    let (outcome, counts, send_err) = lab.observe(c);
+    let observed = format!("{outcome:?} (counters {counts:?}, send error {send_err:?})");
+    tally.cases += 1;
+    *tally.by_outcome.entry(format!("{outcome:?}")).or_default() += 1;
+    *tally.by_path.entry(c.path.as_str()).or_default() += 1;
+    if traces.branches.len() > 1 {
+        tally.split += 1;
+    }
+    let undetermined = traces
+        .branches
+        .iter()
+        .any(|t| matches!(t.verdict, Verdict::Undetermined { .. }));
+    if undetermined {
+        if c.undecidable.is_empty() {
+            let why = "undetermined on a case with nothing undecidable in it";
+            tally.failures.push(report(c, &traces, &observed, why));
+        } else {
+            tally.undetermined += 1;
+        }
+        return;
+    }
+    let possible: Vec<Option<Outcome>> = traces
+        .branches
+        .iter()
+        .map(|t| expected(&t.verdict))
+        .collect();
+    if !possible.contains(&Some(outcome)) {
+        let why = format!("the kernel's outcome is none of the evaluator's {possible:?}");
+        tally.failures.push(report(c, &traces, &observed, &why));
+    }
+}
+
+fn env_u64(key: &str, default: u64) -> u64 {
+    match std::env::var(key) {
+        Ok(v) => {
+            let v = v.trim();
+            let parsed = match v.strip_prefix("0x") {
+                Some(h) => u64::from_str_radix(h, 16),
+                None => v.parse(),
+            };
+            parsed.unwrap_or_else(|_| panic!("{key}={v} is not a number"))
+        }
+        Err(_) => default,
+    }
+}
+
+fn finish(name: &str, tally: &Tally, started: Instant) {
+    eprintln!(
+        "{name}: {} cases in {:.1}s; outcomes {:?}; paths {:?}; {} split by -m statistic; {} \
+         undetermined (generated undecidable); {} disagreements",
+        tally.cases,
+        started.elapsed().as_secs_f64(),
+        tally.by_outcome,
+        tally.by_path,
+        tally.split,
+        tally.undetermined,
+        tally.failures.len()
+    );
+    if !tally.failures.is_empty() {
+        let shown: Vec<&String> = tally.failures.iter().take(5).collect();
+        panic!(
+            "{} of {} cases disagree with the kernel; the first {}:\n\n{}",
+            tally.failures.len(),
+            tally.cases,
+            shown.len(),
+            shown
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("\n\n")
+        );
+    }
+}
+
+#[test]
+fn differential_kernel_agrees() {
+    let seed = env_u64("NETFILTER_DIFF_SEED", DEFAULT_SEED);
+    let n = env_u64("NETFILTER_DIFF_CASES", DEFAULT_CASES);
+    eprintln!("differential: seed {seed:#x} ({seed}), {n} cases");
+    let started = Instant::now();
+    let mut lab = DiffLab::new();
+    let mut tally = Tally::default();
+    for i in 0..n {
+        let c = case(seed.wrapping_add(i), &lab.lab);
+        check(&mut lab, &c, &mut tally);
+    }
+    finish("differential", &tally, started);
+    if n >= 100 {
+        // A run that could not decide is no evidence: undetermined must stay a small minority, and
+        // every kind of outcome must have been seen.
+        assert!(
+            tally.undetermined * 10 < tally.cases,
+            "{} of {} cases undetermined",
+            tally.undetermined,
+            tally.cases
+        );
+        for o in ["Accepted", "Dropped", "Reset"] {
+            assert!(
+                tally.by_outcome.contains_key(o),
+                "no case ended {o}: {tally:?}"
+            );
+        }
+        assert!(
+            tally
+                .by_outcome
+                .keys()
+                .any(|k| k.starts_with("Unreachable")),
+            "no case was rejected with ICMP: {tally:?}"
+        );
+    }
+}
