@@ -1,0 +1,64 @@
+//! Disagreements between the evaluator and the kernel found by `tests/differential.rs`, one test
+//! each, in pure form (no kernel needed). The same cases run against the kernel in
+//! `differential.rs`'s `regressions_kernel_agrees`.
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+mod eval_support;
+
+use eval_support::{decided, host, ip, legacy};
+use netfilter::eval::{Flow, Origin, Verdict, trace};
+
+/// Differential seed 0xd1ff07f: `-m conntrack` with no conntrack entry (here: raw PREROUTING,
+/// before conntrack) matches iff it has a passing `--ctstate` test; every other option is ignored
+/// (xt_conntrack.c `if (ct == NULL) return info->match_flags & XT_CONNTRACK_STATE;`). The
+/// evaluator used to require a pure state test, so `! --ctstate NEW ! --ctorigdst X` did not match.
+#[test]
+fn conntrack_without_an_entry_ignores_the_other_options() {
+    let rs = [legacy(
+        "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+         -A PREROUTING -m conntrack ! --ctstate NEW ! --ctorigdst 203.0.113.254 -j DROP\n\
+         COMMIT\n",
+    )];
+    let mut f = Flow::tcp(Origin::Forward, ip("198.51.100.1"), ip("203.0.113.1"), 443);
+    f.in_iface = Some("eth0".into());
+    f.out_iface = Some("eth1".into());
+    let t = trace(&rs, &host(), &f);
+    assert_eq!(t.verdict(), Verdict::Drop);
+    assert_eq!(
+        decided(t.single().unwrap()),
+        ("raw".into(), "PREROUTING".into(), Some(1))
+    );
+    // Without a state test, no entry means no match.
+    let rs = [legacy(
+        "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+         -A PREROUTING -m conntrack ! --ctorigdst 203.0.113.254 -j DROP\n\
+         COMMIT\n",
+    )];
+    assert_eq!(trace(&rs, &host(), &f).verdict(), Verdict::Accept);
+}
+
+/// Differential seed 0xd1ff0d1: an UNTRACKED packet (NOTRACK in raw OUTPUT) has no entry, so
+/// `--ctstate UNTRACKED --ctorigdst 192.0.2.253` matches whatever the original destination.
+#[test]
+fn untracked_packet_matches_a_state_test_with_other_options() {
+    let rs = [legacy(
+        "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p tcp -j NOTRACK\nCOMMIT\n\
+         *mangle\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n\
+         :OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n\
+         -A POSTROUTING -p tcp -m conntrack --ctstate UNTRACKED --ctorigdst 192.0.2.253 -j DROP\n\
+         COMMIT\n",
+    )];
+    let mut f = Flow::tcp(
+        Origin::LocalOutput,
+        ip("198.51.100.5"),
+        ip("198.51.100.5"),
+        9099,
+    );
+    f.sport = Some(39017);
+    let t = trace(&rs, &host(), &f);
+    assert_eq!(t.verdict(), Verdict::Drop);
+    assert_eq!(
+        decided(t.single().unwrap()),
+        ("mangle".into(), "POSTROUTING".into(), Some(1))
+    );
+}
