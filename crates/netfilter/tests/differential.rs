@@ -462,6 +462,21 @@ impl DiffLab {
         ))
     }
 
+    /// The router's rules with their packet counters, after a case (for a failure report).
+    fn saved_with_counters(&self) -> String {
+        let lock = self.lock();
+        let mut s = String::new();
+        for cmd in ["iptables-legacy-save", "iptables-nft-save"] {
+            let out = run(&self.router, &lock, &[cmd, "-c"]);
+            let _ = write!(s, "--- {cmd} -c after the case ---\n");
+            for l in out.lines().filter(|l| !l.starts_with('#')) {
+                s.push_str(l);
+                s.push('\n');
+            }
+        }
+        s
+    }
+
     /// Loads the case, sends its packet, and returns the outcome with the counter delta and the
     /// sender's error, if any.
     fn observe(&mut self, c: &Case) -> (Outcome, Counts, Option<String>) {
@@ -547,7 +562,7 @@ fn show_trace(t: &Trace) -> String {
     s
 }
 
-fn report(c: &Case, traces: &Traces, observed: &str, why: &str) -> String {
+fn report(lab: &DiffLab, c: &Case, traces: &Traces, observed: &str, why: &str) -> String {
     let mut s = format!(
         "DISAGREEMENT (seed {seed}; reproduce: NETFILTER_DIFF_SEED={seed} NETFILTER_DIFF_CASES=1 \
          cargo nextest run -p netfilter --test differential): {why}\n\
@@ -563,6 +578,7 @@ fn report(c: &Case, traces: &Traces, observed: &str, why: &str) -> String {
     for (i, t) in traces.branches.iter().enumerate() {
         let _ = write!(s, "--- evaluator branch {i} ---\n{}", show_trace(t));
     }
+    s.push_str(&lab.saved_with_counters());
     s
 }
 
@@ -599,7 +615,7 @@ fn check(lab: &mut DiffLab, c: &Case, tally: &mut Tally) {
     if undetermined {
         if c.undecidable.is_empty() {
             let why = "undetermined on a case with nothing undecidable in it";
-            tally.failures.push(report(c, &traces, &observed, why));
+            tally.failures.push(report(lab, c, &traces, &observed, why));
         } else {
             tally.undetermined += 1;
         }
@@ -612,7 +628,9 @@ fn check(lab: &mut DiffLab, c: &Case, tally: &mut Tally) {
         .collect();
     if !possible.contains(&Some(outcome)) {
         let why = format!("the kernel's outcome is none of the evaluator's {possible:?}");
-        tally.failures.push(report(c, &traces, &observed, &why));
+        tally
+            .failures
+            .push(report(lab, c, &traces, &observed, &why));
     }
 }
 
