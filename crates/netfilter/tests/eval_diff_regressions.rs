@@ -62,3 +62,32 @@ fn untracked_packet_matches_a_state_test_with_other_options() {
         ("mangle".into(), "POSTROUTING".into(), Some(1))
     );
 }
+
+/// Differential seed 0xd1ff2a8: NOTRACK in raw PREROUTING does nothing to a locally generated
+/// packet re-entering through `lo`: it already has its conntrack entry from the output path
+/// (xt_CT.c `notrack_tg`: "Previously seen (loopback)? Ignore."). The evaluator used to make it
+/// UNTRACKED, so a later `--ctstate NEW` rule did not match.
+#[test]
+fn notrack_on_loopback_reentry_is_ignored() {
+    let rs = [legacy(
+        "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A PREROUTING -p udp -j NOTRACK\nCOMMIT\n\
+         *filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+         -A INPUT -m conntrack --ctstate NEW -j ACCEPT\nCOMMIT\n",
+    )];
+    let local = Flow::udp(
+        Origin::LocalOutput,
+        ip("203.0.113.1"),
+        ip("203.0.113.1"),
+        22,
+    );
+    assert_eq!(trace(&rs, &host(), &local).verdict(), Verdict::Accept);
+    // From outside, NOTRACK in raw PREROUTING does apply: the packet is UNTRACKED, not NEW.
+    let mut input = Flow::udp(Origin::Input, ip("198.51.100.1"), ip("203.0.113.1"), 22);
+    input.in_iface = Some("eth1".into());
+    let t = trace(&rs, &host(), &input);
+    assert_eq!(t.verdict(), Verdict::Drop);
+    assert_eq!(
+        decided(t.single().unwrap()),
+        ("filter".into(), "INPUT".into(), None)
+    );
+}

@@ -442,6 +442,12 @@ impl<'a> Walker<'a> {
                 }
                 format!("CONNMARK: mark {:#x}, ctmark {:#x}", p.mark, p.ct_mark)
             }
+            // xt_CT.c `notrack_tg`/`xt_ct_target`: "Previously seen (loopback)? Ignore." — a
+            // packet that already carries a conntrack reference keeps it.
+            t if t.is_notrack() && p.ct_attached => {
+                "NOTRACK: ignored, the packet already has a conntrack entry (loopback re-entry)"
+                    .into()
+            }
             t if t.is_notrack() => {
                 p.notracked = true;
                 p.state = super::ConnState::Untracked;
