@@ -91,3 +91,32 @@ fn notrack_on_loopback_reentry_is_ignored() {
         ("filter".into(), "INPUT".into(), None)
     );
 }
+
+/// Differential seed 0xd1ff283: a DNAT that changes only the port does not change the route, so
+/// the output interface stays known (the evaluator used to forget it and answer undetermined
+/// for a later `-o`).
+#[test]
+fn port_only_dnat_keeps_the_route() {
+    let rs = [legacy(
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+         :POSTROUTING ACCEPT [0:0]\n\
+         -A PREROUTING -p udp -j DNAT --to-destination 203.0.113.9:8080\n\
+         -A OUTPUT -p udp -j DNAT --to-destination :8080\nCOMMIT\n\
+         *mangle\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n\
+         :OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n\
+         -A POSTROUTING -o eth1 -j DROP\nCOMMIT\n",
+    )];
+    let mut f = Flow::udp(Origin::Forward, ip("198.51.100.1"), ip("203.0.113.9"), 80);
+    f.in_iface = Some("eth0".into());
+    f.out_iface = Some("eth1".into());
+    let t = trace(&rs, &host(), &f);
+    assert_eq!(t.verdict(), Verdict::Drop, "{t:#?}");
+    let mut out = Flow::udp(
+        Origin::LocalOutput,
+        ip("203.0.113.1"),
+        ip("203.0.113.9"),
+        80,
+    );
+    out.out_iface = Some("eth1".into());
+    assert_eq!(trace(&rs, &host(), &out).verdict(), Verdict::Drop);
+}

@@ -522,8 +522,11 @@ impl<'a> Walker<'a> {
             (p.repl_src, p.repl_sport) = (to.addr, to.port);
             p.dnat_init = true;
             p.ct_dnat |= changed;
-            p.rerouted |= changed;
-            if changed && hook == Hook::Output {
+            // Routing looks at addresses: a port-only DNAT keeps the route (nf_nat_ipv4_local_fn
+            // re-routes only when the destination address changed).
+            let moved = to.addr != from.addr;
+            p.rerouted |= moved;
+            if moved && hook == Hook::Output {
                 // Local output is re-routed after nat OUTPUT (ip_route_me_harder).
                 p.outdev = match to.addr {
                     Some(a) if self.host.is_local(a) => Dev::Named("lo".into()),
