@@ -17,8 +17,9 @@
 //! case avoids what the evaluator does not model by design, each for a stated reason:
 //!
 //! * no DNAT to an address without a host behind it (the kernel then drops or answers after
-//!   neighbour resolution fails, which is routing, not netfilter), and no DNAT to loopback in
-//!   PREROUTING (a martian destination, dropped by routing unless `route_localnet`);
+//!   neighbour resolution fails, which is routing, not netfilter), no DNAT to loopback in
+//!   PREROUTING (a martian destination, dropped by routing unless `route_localnet`), and no DNAT
+//!   of a packet from 127.0.0.0/8 to a remote address (re-routing fails with EINVAL);
 //! * no `-m mac` (the peer's MAC is not part of a [`Flow`]), no `-m set`, no `-m physdev`.
 //!
 //! A few constructs the evaluator cannot decide *are* generated on purpose, rarely (`-m limit`,
@@ -703,14 +704,14 @@ impl Gen<'_> {
                 };
                 m.push(Match::Owner(o));
             }
-            12 if self.r.chance(1, 6) => {
+            12 if self.r.chance(1, 20) => {
                 self.undecidable.push("-m limit".into());
                 m.push(Match::Limit(LimitMatch {
                     rate: Some((1 + self.r.below(100) as u32, "sec".into())),
                     burst: Some(1 + self.r.below(10) as u32),
                 }));
             }
-            13 if self.r.chance(1, 6) => {
+            13 if self.r.chance(1, 20) => {
                 let (name, args) = if self.r.chance(1, 2) {
                     ("pkttype", vec!["--pkt-type".to_string(), "unicast".into()])
                 } else {
@@ -808,7 +809,15 @@ impl Gen<'_> {
             "PREROUTING" | "OUTPUT" => {
                 // Only addresses with a host behind them; loopback only from local output
                 // (PREROUTING to 127.0.0.1 is a martian destination for routing).
-                let mut dsts = vec![l.server, l.client, l.router_inner, l.router_outer];
+                let loopback_src = self.flow.src.is_loopback();
+                let mut dsts = if home == "OUTPUT" && loopback_src {
+                    // A 127.0.0.0/8 source may not leave the host: re-routing after a DNAT to a
+                    // remote address fails (route.c `__mkroute_output`, EINVAL) — routing, not
+                    // netfilter, and the evaluator has no route model.
+                    vec![l.router_inner, l.router_outer]
+                } else {
+                    vec![l.server, l.client, l.router_inner, l.router_outer]
+                };
                 if home == "OUTPUT" {
                     dsts.push(Ipv4Addr::LOCALHOST);
                 }
