@@ -120,3 +120,45 @@ fn port_only_dnat_keeps_the_route() {
     out.out_iface = Some("eth1".into());
     assert_eq!(trace(&rs, &host(), &out).verdict(), Verdict::Drop);
 }
+
+/// Differential seed 13139: after a DNAT in nat OUTPUT re-routes a locally generated packet, the
+/// rest of the OUTPUT hook (filter, security) still sees the original output device — the hook
+/// state is fixed for the whole hook — and only POSTROUTING sees the new one (here `lo`). The
+/// evaluator used to switch to the new device at once.
+#[test]
+fn output_device_changes_only_after_the_output_hook() {
+    let rs = [legacy(
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+         :POSTROUTING ACCEPT [0:0]\n\
+         -A OUTPUT -p tcp -j DNAT --to-destination 198.51.100.5:80\nCOMMIT\n\
+         *mangle\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n\
+         :OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n\
+         -A POSTROUTING -o eth1 -j DROP\nCOMMIT\n\
+         *filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+         -A OUTPUT -o eth1 -p tcp -m tcp --dport 80 -j REJECT --reject-with tcp-reset\nCOMMIT\n",
+    )];
+    let mut f = Flow::tcp(
+        Origin::LocalOutput,
+        ip("203.0.113.1"),
+        ip("203.0.113.9"),
+        443,
+    );
+    f.out_iface = Some("eth1".into());
+    let t = trace(&rs, &host(), &f);
+    assert_eq!(
+        decided(t.single().unwrap()),
+        ("filter".into(), "OUTPUT".into(), Some(1)),
+        "{t:#?}"
+    );
+    // Without the REJECT, POSTROUTING sees `lo`: the mangle rule does not drop it.
+    let mut rs = rs;
+    rs[0] = legacy(
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+         :POSTROUTING ACCEPT [0:0]\n\
+         -A OUTPUT -p tcp -j DNAT --to-destination 198.51.100.5:80\nCOMMIT\n\
+         *mangle\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n\
+         :OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n\
+         -A POSTROUTING -o eth1 -j DROP\nCOMMIT\n",
+    );
+    assert_eq!(trace(&rs, &host(), &f).verdict(), Verdict::Accept);
+}

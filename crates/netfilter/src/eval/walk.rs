@@ -110,6 +110,11 @@ impl<'a> Walker<'a> {
 
     /// Runs every base chain on `hook` in priority order; `Err` ends the journey.
     pub(crate) fn hook(&mut self, hook: Hook) -> Result<(), Stop> {
+        if hook == Hook::Postrouting
+            && let Some(dev) = self.p.outdev_after_output.take()
+        {
+            self.p.outdev = dev;
+        }
         let (rulesets, family) = (self.rulesets, self.p.family);
         for &table in hook.tables() {
             if table != TableName::Raw {
@@ -527,11 +532,13 @@ impl<'a> Walker<'a> {
             let moved = to.addr != from.addr;
             p.rerouted |= moved;
             if moved && hook == Hook::Output {
-                // Local output is re-routed after nat OUTPUT (ip_route_me_harder).
-                p.outdev = match to.addr {
+                // Local output is re-routed after nat OUTPUT (ip_route_me_harder), but the rest of
+                // the OUTPUT hook still sees the old device (`state->out` is fixed for the whole
+                // hook); the new one shows from POSTROUTING on.
+                p.outdev_after_output = Some(match to.addr {
                     Some(a) if self.host.is_local(a) => Dev::Named("lo".into()),
                     _ => Dev::Unknown,
-                };
+                });
             }
         } else {
             (p.src, p.sport) = (to.addr, to.port);
