@@ -765,7 +765,7 @@ fn written(path: CasePath, flow: Flow, legacy: &str, nft: &str) -> Case {
 
 /// Seeds of past disagreements (valid for the generator version that found them; the
 /// hand-written cases below are the durable form).
-const REGRESSION_SEEDS: [u64; 4] = [0xd1ff07f, 0xd1ff0d1, 0xd1ff2a8, 0xd1ff283];
+const REGRESSION_SEEDS: [u64; 5] = [0xd1ff07f, 0xd1ff0d1, 0xd1ff2a8, 0xd1ff283, 13139];
 
 #[test]
 fn regressions_kernel_agrees() {
@@ -800,8 +800,11 @@ fn regressions_kernel_agrees() {
     let lo_udp = local(udp(Origin::LocalOutput, l.router_outer, l.router_outer, 22));
     let mut out_udp = local(udp(Origin::LocalOutput, l.router_outer, l.server, 22));
     out_udp.out_iface = Some(l.outer_if.clone());
+    let mut out_tcp = local(tcp(Origin::LocalOutput, l.router_inner, l.client, 443));
+    out_tcp.out_iface = Some(l.inner_if.clone());
     let empty = empty_ruleset();
     let out = &l.outer_if;
+    let inner = &l.inner_if;
     let cases = vec![
         // -m conntrack without an entry (raw, before conntrack): only the state test counts.
         written(
@@ -854,6 +857,20 @@ fn regressions_kernel_agrees() {
             "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
              -A OUTPUT -j MARK --set-xmark 0x1/0xffffffff\nCOMMIT\n",
         ),
+        // After a nat OUTPUT DNAT to a local address, filter OUTPUT still sees the old device.
+        written(
+            CasePath::LocalRemote,
+            out_tcp,
+            &format!(
+                "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+                 :POSTROUTING ACCEPT [0:0]\n\
+                 -A OUTPUT -p tcp -j DNAT --to-destination 203.0.113.254:80\nCOMMIT\n\
+                 *filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+                 -A OUTPUT -o {inner} -p tcp -m tcp --dport 80 -j REJECT --reject-with tcp-reset\n\
+                 COMMIT\n"
+            ),
+            &empty,
+        ),
     ];
     let mut tally = Tally::default();
     let outcomes: Vec<Outcome> = cases
@@ -871,6 +888,9 @@ fn regressions_kernel_agrees() {
     );
     finish("regressions", &tally, started);
     // The lab itself: the hand-written cases end as their comments say.
-    use Outcome::{Accepted, Dropped};
-    assert_eq!(outcomes, [Dropped, Accepted, Dropped, Accepted, Dropped]);
+    use Outcome::{Accepted, Dropped, Reset};
+    assert_eq!(
+        outcomes,
+        [Dropped, Accepted, Dropped, Accepted, Dropped, Reset]
+    );
 }
