@@ -162,3 +162,27 @@ fn output_device_changes_only_after_the_output_hook() {
     );
     assert_eq!(trace(&rs, &host(), &f).verdict(), Verdict::Accept);
 }
+
+/// Differential seed 779189: MASQUERADE of a packet leaving through `lo` does not keep
+/// 127.0.0.1: nf_nat_masquerade_ipv4 asks `inet_select_addr(lo, …, RT_SCOPE_UNIVERSE)`, which
+/// skips the host-scoped 127.0.0.1 and picks a global address of another device. The source is
+/// then not known, and the connection is source-NATed (`--ctstate SNAT` holds); the evaluator
+/// used to keep 127.0.0.1 and say the connection was not NATed.
+#[test]
+fn masquerade_on_loopback_changes_the_source() {
+    let rs = [legacy(
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+         :POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -s 127.0.0.1/32 -j MASQUERADE\nCOMMIT\n\
+         *filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+         -A INPUT -p tcp -m conntrack ! --ctstate SNAT -j DROP\n\
+         -A INPUT -p tcp -j REJECT --reject-with icmp-host-unreachable\nCOMMIT\n",
+    )];
+    let f = Flow::tcp(Origin::LocalOutput, ip("127.0.0.1"), ip("127.0.0.1"), 22);
+    let t = trace(&rs, &host(), &f);
+    assert_eq!(
+        decided(t.single().unwrap()),
+        ("filter".into(), "INPUT".into(), Some(2)),
+        "{t:#?}"
+    );
+    assert_eq!(t.single().unwrap().nat[0].to.addr, None);
+}

@@ -510,6 +510,9 @@ impl<'a> Walker<'a> {
             }
             Target::Masquerade { ports, flags } => {
                 let addr = match &self.p.outdev {
+                    // On `lo`, inet_select_addr(RT_SCOPE_UNIVERSE) skips 127.0.0.1 (host scope)
+                    // and takes a global address of another device: not known from the model.
+                    Dev::Named(n) if n == "lo" && family == Family::Ipv4 => None,
                     Dev::Named(n) => self.host.sole_addr(n, family),
                     _ => None,
                 };
