@@ -186,3 +186,37 @@ fn masquerade_on_loopback_changes_the_source() {
     );
     assert_eq!(t.single().unwrap().nat[0].to.addr, None);
 }
+
+/// Differential seed 0xd1ff016 (found by the rule-counter check): iptables-nft registers its
+/// security chains at priority 150, not 50 like the legacy table, so with both backends loaded
+/// the legacy security chain runs first, and the nft one only after nat INPUT (100).
+#[test]
+fn nft_security_table_runs_at_priority_150() {
+    let security = |rule: &str| {
+        format!(
+            "*security\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+             {rule}\nCOMMIT\n"
+        )
+    };
+    let nft = eval_support::rules(
+        &security("-A FORWARD -j DROP\n-A INPUT -s 192.0.2.9/32 -j DROP"),
+        netfilter::Backend::Nft,
+    );
+    let old = legacy(&security("-A FORWARD -j DROP"));
+    // nf_tables first in the list, yet the legacy chain decides.
+    let mut f = Flow::tcp(Origin::Forward, ip("198.51.100.1"), ip("203.0.113.9"), 80);
+    f.in_iface = Some("eth0".into());
+    f.out_iface = Some("eth1".into());
+    let t = trace(&[nft.clone(), old], &host(), &f);
+    let by = t.single().unwrap().decided_by.clone().unwrap();
+    assert_eq!(by.backend, Some(netfilter::Backend::Legacy), "{t:#?}");
+    // nat INPUT (SNAT to 192.0.2.9) runs before the nft security INPUT chain.
+    let nat = legacy(
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+         :POSTROUTING ACCEPT [0:0]\n-A INPUT -j SNAT --to-source 192.0.2.9\nCOMMIT\n",
+    );
+    let mut input = Flow::tcp(Origin::Input, ip("198.51.100.1"), ip("203.0.113.1"), 80);
+    input.in_iface = Some("eth1".into());
+    let t = trace(&[nft, nat], &host(), &input);
+    assert_eq!(t.verdict(), Verdict::Drop, "{t:#?}");
+}

@@ -116,28 +116,33 @@ impl<'a> Walker<'a> {
             self.p.outdev = dev;
         }
         let (rulesets, family) = (self.rulesets, self.p.family);
+        // Every base chain on the hook with its backend's priority; the sort is stable, so equal
+        // priorities keep the tables' order and then the rulesets' order.
+        let mut chains: Vec<(i32, &'a Ruleset, &'a Table)> = Vec::new();
         for &table in hook.tables() {
+            for rs in rulesets.iter().filter(|rs| rs.family == family) {
+                if let Some(t) = rs.table(table).filter(|t| t.chain(hook.chain()).is_some())
+                    && let Some(prio) = hook.backend_priority(table, rs.backend)
+                {
+                    chains.push((prio, rs, t));
+                }
+            }
+        }
+        chains.sort_by_key(|c| c.0);
+        for (_, rs, t) in chains {
+            let table = t.name;
             if table != TableName::Raw {
                 // Conntrack (priority −200) has run.
                 self.p.ct_attached = true;
             }
-            let present = rulesets.iter().filter_map(|rs| {
-                (rs.family == family)
-                    .then(|| rs.table(table))
-                    .flatten()
-                    .filter(|t| t.chain(hook.chain()).is_some())
-                    .map(|t| (rs, t))
-            });
-            for (rs, t) in present {
-                let cx = Cx { rs, table: t, hook };
-                if table == TableName::Nat
-                    && let Some(why) = self.nat_skipped(hook)
-                {
-                    self.step(cx, hook.chain(), None, false, why);
-                    continue;
-                }
-                self.walk(cx)?;
+            let cx = Cx { rs, table: t, hook };
+            if table == TableName::Nat
+                && let Some(why) = self.nat_skipped(hook)
+            {
+                self.step(cx, hook.chain(), None, false, why);
+                continue;
             }
+            self.walk(cx)?;
         }
         Ok(())
     }
