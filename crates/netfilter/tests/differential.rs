@@ -498,7 +498,7 @@ impl DiffLab {
         let mut s = String::new();
         for cmd in ["iptables-legacy-save", "iptables-nft-save"] {
             let out = run(&self.router, &lock, &[cmd, "-c"]);
-            let _ = write!(s, "--- {cmd} -c after the case ---\n");
+            let _ = writeln!(s, "--- {cmd} -c after the case ---");
             for l in out.lines().filter(|l| !l.starts_with('#')) {
                 s.push_str(l);
                 s.push('\n');
@@ -890,7 +890,7 @@ fn regressions_kernel_agrees() {
     let empty = empty_ruleset();
     let out = &l.outer_if;
     let inner = &l.inner_if;
-    let cases = vec![
+    let cases = [
         // -m conntrack without an entry (raw, before conntrack): only the state test counts.
         written(
             CasePath::Forward,
