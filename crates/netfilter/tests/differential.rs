@@ -32,7 +32,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -40,7 +40,7 @@ use lab::{Netns, Veth, run_bounded};
 use netfilter::eval::{Flow, NatKind, Origin, Trace, Traces, Verdict, trace};
 use netfilter::generate::cases::{Case, CasePath, Lab, case, packet_len};
 use netfilter::target::RejectWith;
-use netfilter::{Backend, ParseOptions, parse_save};
+use netfilter::{Backend, Family, ParseOptions, parse_save};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 /// Default first seed of the CI run (fixed, so CI is reproducible; the long run takes another).
@@ -61,6 +61,8 @@ enum Outcome {
     Reset,
     /// Answered with ICMP destination unreachable of this code.
     Unreachable(u8),
+    /// Answered with ICMPv6 destination unreachable of this code.
+    Unreachable6(u8),
 }
 
 fn expected(v: &Verdict) -> Option<Outcome> {
@@ -76,7 +78,12 @@ fn expected(v: &Verdict) -> Option<Outcome> {
             RejectWith::IcmpNetProhibited => Outcome::Unreachable(9),
             RejectWith::IcmpHostProhibited => Outcome::Unreachable(10),
             RejectWith::IcmpAdminProhibited => Outcome::Unreachable(13),
-            _ => return None,
+            RejectWith::Icmp6NoRoute => Outcome::Unreachable6(0),
+            RejectWith::Icmp6AdmProhibited => Outcome::Unreachable6(1),
+            RejectWith::Icmp6AddrUnreachable => Outcome::Unreachable6(3),
+            RejectWith::Icmp6PortUnreachable => Outcome::Unreachable6(4),
+            RejectWith::Icmp6PolicyFail => Outcome::Unreachable6(5),
+            RejectWith::Icmp6RejectRoute => Outcome::Unreachable6(6),
         },
         Verdict::Undetermined { .. } => return None,
     })
@@ -84,6 +91,8 @@ fn expected(v: &Verdict) -> Option<Outcome> {
 
 /// The ICMP destination-unreachable codes REJECT can send (ipt_REJECT.c).
 const UNREACH_CODES: [u8; 7] = [0, 1, 2, 3, 9, 10, 13];
+/// The ICMPv6 destination-unreachable codes REJECT can send (ip6t_REJECT.c).
+const UNREACH6_CODES: [u8; 6] = [0, 1, 3, 4, 5, 6];
 
 /// The observer table: counters only, base chains before and after every iptables table.
 fn observer_table() -> String {
@@ -91,6 +100,7 @@ fn observer_table() -> String {
         "tcp flags & (fin | syn | rst | ack) == syn",
         "meta l4proto udp",
         "icmp type echo-request",
+        "icmpv6 type echo-request",
     ];
     let mut s = String::from("table inet ndiff_obs {\n");
     s.push_str("  chain pre { type filter hook prerouting priority -1000; policy accept;\n");
@@ -106,6 +116,12 @@ fn observer_table() -> String {
         let _ = writeln!(
             s,
             "    icmp type destination-unreachable icmp code {c} counter comment \"unreach-{c}\""
+        );
+    }
+    for c in UNREACH6_CODES {
+        let _ = writeln!(
+            s,
+            "    icmpv6 type destination-unreachable icmpv6 code {c} counter comment \"unreach6-{c}\""
         );
     }
     s.push_str("  }\n  chain in_last { type filter hook input priority 1000; policy accept;\n");
@@ -168,6 +184,12 @@ fn classify(d: &Counts, settled: bool) -> Option<Outcome> {
     {
         return Some(Outcome::Unreachable(*c));
     }
+    if let Some(c) = UNREACH6_CODES
+        .iter()
+        .find(|c| get(&format!("unreach6-{c}")) > 0)
+    {
+        return Some(Outcome::Unreachable6(*c));
+    }
     settled.then_some(Outcome::Dropped)
 }
 
@@ -184,14 +206,12 @@ fn checksum(data: &[u8], init: u32) -> u16 {
     !(sum as u16)
 }
 
-/// The IPv4 packet of `flow`: a SYN without options, a UDP datagram or an echo request with 8
-/// payload bytes (the lengths of [`packet_len`]).
-fn packet(flow: &Flow, id: u16) -> (Vec<u8>, Ipv4Addr) {
-    let (IpAddr::V4(src), IpAddr::V4(dst)) = (flow.src, flow.dst) else {
-        panic!("IPv4 only: {flow:?}");
-    };
+/// The IP packet of `flow`: a SYN without options, a UDP datagram or an echo request with 8
+/// payload bytes (the lengths of [`packet_len`]), with correct checksums.
+fn packet(flow: &Flow, id: u16) -> (Vec<u8>, IpAddr) {
+    let v6 = flow.family == Family::Ipv6;
     let payload = *b"netprobe";
-    let l4: Vec<u8> = match flow.protocol {
+    let mut l4: Vec<u8> = match flow.protocol {
         6 => {
             let mut t = vec![0u8; 20];
             t[0..2].copy_from_slice(&flow.sport.unwrap().to_be_bytes());
@@ -210,8 +230,8 @@ fn packet(flow: &Flow, id: u16) -> (Vec<u8>, Ipv4Addr) {
             u.extend_from_slice(&payload);
             u
         }
-        1 => {
-            let mut i = vec![8u8, 0, 0, 0];
+        1 | 58 => {
+            let mut i = vec![if v6 { 128 } else { 8 }, 0, 0, 0];
             i.extend_from_slice(&id.to_be_bytes());
             i.extend_from_slice(&1u16.to_be_bytes());
             i.extend_from_slice(&payload);
@@ -219,41 +239,87 @@ fn packet(flow: &Flow, id: u16) -> (Vec<u8>, Ipv4Addr) {
         }
         p => panic!("protocol {p} not sent by the lab"),
     };
-    let mut l4 = l4;
     let sum_at = match flow.protocol {
         6 => 16,
         17 => 6,
         _ => 2,
     };
-    let cs = if flow.protocol == 1 {
-        checksum(&l4, 0)
-    } else {
-        let mut pseudo = Vec::new();
-        pseudo.extend_from_slice(&src.octets());
-        pseudo.extend_from_slice(&dst.octets());
-        pseudo.extend_from_slice(&[0, flow.protocol]);
-        pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-        let init = pseudo
-            .chunks(2)
-            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-            .sum();
-        checksum(&l4, init)
-    };
+    let (src, dst) = (ip_bytes(flow.src), ip_bytes(flow.dst));
+    // The pseudo-header (RFC 793/768 for IPv4, RFC 8200 §8.1 for IPv6, which ICMPv6 uses too);
+    // ICMP over IPv4 has none.
+    let mut pseudo = Vec::new();
+    if flow.protocol != 1 {
+        pseudo.extend_from_slice(&src);
+        pseudo.extend_from_slice(&dst);
+        if v6 {
+            pseudo.extend_from_slice(&(l4.len() as u32).to_be_bytes());
+            pseudo.extend_from_slice(&[0, 0, 0, flow.protocol]);
+        } else {
+            pseudo.extend_from_slice(&[0, flow.protocol]);
+            pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+        }
+    }
+    let init = pseudo
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    let cs = checksum(&l4, init);
     l4[sum_at..sum_at + 2].copy_from_slice(&cs.to_be_bytes());
-    let total = 20 + l4.len();
-    assert_eq!(total, usize::from(packet_len(flow.protocol)));
-    let mut ip = vec![0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    ip[4..6].copy_from_slice(&id.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = flow.protocol;
-    ip[12..16].copy_from_slice(&src.octets());
-    ip[16..20].copy_from_slice(&dst.octets());
-    let cs = checksum(&ip, 0);
-    ip[10..12].copy_from_slice(&cs.to_be_bytes());
+    let mut ip = if v6 {
+        let mut h = vec![0u8; 40];
+        h[0] = 0x60;
+        h[4..6].copy_from_slice(&(l4.len() as u16).to_be_bytes());
+        h[6] = flow.protocol;
+        h[7] = 64;
+        h[8..24].copy_from_slice(&src);
+        h[24..40].copy_from_slice(&dst);
+        h
+    } else {
+        let mut h = vec![0u8; 20];
+        h[0] = 0x45;
+        h[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+        h[4..6].copy_from_slice(&id.to_be_bytes());
+        h[8] = 64;
+        h[9] = flow.protocol;
+        h[12..16].copy_from_slice(&src);
+        h[16..20].copy_from_slice(&dst);
+        let cs = checksum(&h, 0);
+        h[10..12].copy_from_slice(&cs.to_be_bytes());
+        h
+    };
     ip.extend_from_slice(&l4);
-    (ip, dst)
+    assert_eq!(
+        ip.len(),
+        usize::from(packet_len(flow.family, flow.protocol))
+    );
+    (ip, flow.dst)
+}
+
+fn ip_bytes(a: IpAddr) -> Vec<u8> {
+    match a {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+/// `iptables-legacy-save`, `ip6tables-nft-save`, …
+fn save_command(family: Family, backend: Backend) -> &'static str {
+    match (family, backend) {
+        (Family::Ipv4, Backend::Legacy) => "iptables-legacy-save",
+        (Family::Ipv4, Backend::Nft) => "iptables-nft-save",
+        (Family::Ipv6, Backend::Legacy) => "ip6tables-legacy-save",
+        (Family::Ipv6, Backend::Nft) => "ip6tables-nft-save",
+    }
+}
+
+/// The family of the case generated from `seed`: one in four is IPv6, chosen by a hash of the
+/// seed (so a case's seed alone reproduces it).
+fn family_of(seed: u64) -> Family {
+    if netfilter::generate::Rng::new(seed ^ 0x6666).next_u64() % 4 == 3 {
+        Family::Ipv6
+    } else {
+        Family::Ipv4
+    }
 }
 
 /// The three namespaces and what the cases need of them.
@@ -267,6 +333,8 @@ struct DiffLab {
     dir: tempfile::TempDir,
     client_sock: Socket,
     router_sock: Socket,
+    client_sock6: Socket,
+    router_sock6: Socket,
     next_id: u16,
 }
 
@@ -321,8 +389,10 @@ fn wait_up(ns: &Netns, dev: &str) {
     }
 }
 
-fn raw_socket(ns: &Netns) -> Socket {
-    ns.run_in(|| Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(255))))
+/// A raw socket that sends whole IP packets (`IPPROTO_RAW` implies the header is included, for
+/// IPv4 and IPv6 alike).
+fn raw_socket(ns: &Netns, domain: Domain) -> Socket {
+    ns.run_in(|| Socket::new(domain, Type::RAW, Some(Protocol::from(255))))
         .unwrap()
         .expect("raw socket (needs CAP_NET_RAW)")
 }
@@ -361,6 +431,24 @@ impl DiffLab {
         wait_up(&router, ROUTER_INNER);
         wait_up(&router, ROUTER_OUTER);
         let lab = Lab::new(ROUTER_INNER, ROUTER_OUTER);
+        // IPv6 after the renames (a link going down loses its IPv6 addresses), without DAD, and
+        // without link-local addresses, so that the fd00:: address is the only one of each end.
+        for (ns, dev, addr) in [
+            (&router, ROUTER_INNER, "fd00:1::fe/64"),
+            (&router, ROUTER_OUTER, "fd00:2::fe/64"),
+            (&client, inner.b_name(), "fd00:1::1/64"),
+            (&server, outer.b_name(), "fd00:2::1/64"),
+        ] {
+            ns.ip(&["addr", "add", addr, "dev", dev, "nodad"]).unwrap();
+            ns.ip(&["-6", "addr", "flush", "dev", dev, "scope", "link"])
+                .unwrap();
+        }
+        client
+            .ip(&["route", "add", "fd00:2::/64", "via", "fd00:1::fe"])
+            .unwrap();
+        server
+            .ip(&["route", "add", "fd00:1::/64", "via", "fd00:2::fe"])
+            .unwrap();
         client
             .ip(&["route", "add", "203.0.113.0/24", "via", "198.51.100.254"])
             .unwrap();
@@ -389,6 +477,11 @@ impl DiffLab {
         neigh(&router, "198.51.100.7", &c_mac, ROUTER_INNER);
         neigh(&router, "203.0.113.1", &s_mac, ROUTER_OUTER);
         neigh(&server, "203.0.113.254", &r_out_mac, outer.b_name());
+        neigh(&client, "fd00:1::fe", &r_in_mac, inner.b_name());
+        neigh(&router, "fd00:1::1", &c_mac, ROUTER_INNER);
+        neigh(&router, "fd00:1::7", &c_mac, ROUTER_INNER);
+        neigh(&router, "fd00:2::1", &s_mac, ROUTER_OUTER);
+        neigh(&server, "fd00:2::fe", &r_out_mac, outer.b_name());
         for (k, v) in [
             ("net.ipv4.ip_forward", "1"),
             ("net.ipv4.conf.all.rp_filter", "0"),
@@ -398,6 +491,8 @@ impl DiffLab {
             ("net.ipv4.icmp_ratelimit", "0"),
             ("net.ipv4.icmp_ratemask", "0"),
             ("net.ipv4.icmp_msgs_per_sec", "1000000"),
+            ("net.ipv6.conf.all.forwarding", "1"),
+            ("net.ipv6.icmp.ratelimit", "0"),
         ] {
             router.sysctl(k, v).unwrap();
         }
@@ -411,12 +506,17 @@ impl DiffLab {
         }
         let dir = tempfile::tempdir().unwrap();
         let lock = dir.path().join("xtables.lock");
-        for ns in [&client, &server] {
+        for (ns, cmd) in [
+            (&client, "iptables-legacy"),
+            (&server, "iptables-legacy"),
+            (&client, "ip6tables-legacy"),
+            (&server, "ip6tables-legacy"),
+        ] {
             run(
                 ns,
                 &lock,
                 &[
-                    "iptables-legacy",
+                    cmd,
                     "-w",
                     "5",
                     "-t",
@@ -431,8 +531,10 @@ impl DiffLab {
         let obs = dir.path().join("observer.nft");
         std::fs::write(&obs, observer_table()).unwrap();
         run(&router, &lock, &["nft", "-f", obs.to_str().unwrap()]);
-        let client_sock = raw_socket(&client);
-        let router_sock = raw_socket(&router);
+        let client_sock = raw_socket(&client, Domain::IPV4);
+        let router_sock = raw_socket(&router, Domain::IPV4);
+        let client_sock6 = raw_socket(&client, Domain::IPV6);
+        let router_sock6 = raw_socket(&router, Domain::IPV6);
         let me = DiffLab {
             _client: client,
             router,
@@ -441,17 +543,21 @@ impl DiffLab {
             dir,
             client_sock,
             router_sock,
+            client_sock6,
+            router_sock6,
             next_id: 1,
         };
         // The legacy tables first, so their hooks are registered before the nf_tables ones and run
         // after them at equal priority (see `Case::rulesets`).
-        let empty = case(0, &me.lab);
-        let empty_text = empty_ruleset();
-        me.load(&Case {
-            legacy: empty_text.clone(),
-            nft: empty_text,
-            ..empty
-        });
+        for family in [Family::Ipv4, Family::Ipv6] {
+            let empty = case(0, &me.lab, family);
+            let empty_text = empty_ruleset();
+            me.load(&Case {
+                legacy: empty_text.clone(),
+                nft: empty_text,
+                ..empty
+            });
+        }
         me
     }
 
@@ -465,22 +571,21 @@ impl DiffLab {
         std::fs::write(&legacy, &c.legacy).unwrap();
         std::fs::write(&nft, &c.nft).unwrap();
         let lock = self.lock();
-        run(
-            &self.router,
-            &lock,
-            &[
-                "iptables-legacy-restore",
-                "-w",
-                "5",
-                legacy.to_str().unwrap(),
-            ],
-        );
-        run(
-            &self.router,
-            &lock,
-            &["iptables-nft-restore", nft.to_str().unwrap()],
-        );
-        run(&self.router, &lock, &["conntrack", "-F"]);
+        let (pre, ct_family) = match c.flow.family {
+            Family::Ipv4 => ("iptables", "ipv4"),
+            Family::Ipv6 => ("ip6tables", "ipv6"),
+        };
+        let restore = |backend: &str, path: &std::path::Path| {
+            let cmd = format!("{pre}-{backend}-restore");
+            run(
+                &self.router,
+                &lock,
+                &[&cmd, "-w", "5", path.to_str().unwrap()],
+            );
+        };
+        restore("legacy", &legacy);
+        restore("nft", &nft);
+        run(&self.router, &lock, &["conntrack", "-F", "-f", ct_family]);
     }
 
     fn counts(&self) -> Counts {
@@ -493,10 +598,13 @@ impl DiffLab {
     }
 
     /// The router's rules with their packet counters, after a case (for a failure report).
-    fn saved_with_counters(&self) -> String {
+    fn saved_with_counters(&self, family: Family) -> String {
         let lock = self.lock();
         let mut s = String::new();
-        for cmd in ["iptables-legacy-save", "iptables-nft-save"] {
+        for cmd in [
+            save_command(family, Backend::Legacy),
+            save_command(family, Backend::Nft),
+        ] {
             let out = run(&self.router, &lock, &[cmd, "-c"]);
             let _ = writeln!(s, "--- {cmd} -c after the case ---");
             for l in out.lines().filter(|l| !l.starts_with('#')) {
@@ -514,11 +622,13 @@ impl DiffLab {
         let before = self.counts();
         self.next_id = self.next_id.wrapping_add(1).max(1);
         let (bytes, dst) = packet(&c.flow, self.next_id);
-        let sock = match c.flow.origin {
-            Origin::LocalOutput => &self.router_sock,
-            _ => &self.client_sock,
+        let sock = match (c.flow.origin, c.flow.family) {
+            (Origin::LocalOutput, Family::Ipv4) => &self.router_sock,
+            (Origin::LocalOutput, Family::Ipv6) => &self.router_sock6,
+            (_, Family::Ipv4) => &self.client_sock,
+            (_, Family::Ipv6) => &self.client_sock6,
         };
-        let to = SockAddr::from(SocketAddrV4::new(dst, 0));
+        let to = SockAddr::from(SocketAddr::new(dst, 0));
         let send_err = sock.send_to(&bytes, &to).err().map(|e| e.to_string());
         let start = Instant::now();
         let mut arrived_reads = 0;
@@ -608,7 +718,7 @@ fn report(lab: &DiffLab, c: &Case, traces: &Traces, observed: &str, why: &str) -
     for (i, t) in traces.branches.iter().enumerate() {
         let _ = write!(s, "--- evaluator branch {i} ---\n{}", show_trace(t));
     }
-    s.push_str(&lab.saved_with_counters());
+    s.push_str(&lab.saved_with_counters(c.flow.family));
     s
 }
 
@@ -636,10 +746,7 @@ fn attribution(lab: &DiffLab, traces: &Traces, outcome: Outcome) -> Option<Strin
     if outcome == Outcome::Accepted || expected(&t.verdict) != Some(outcome) {
         return None;
     }
-    let cmd = match by.backend? {
-        Backend::Legacy => "iptables-legacy-save",
-        Backend::Nft => "iptables-nft-save",
-    };
+    let cmd = save_command(by.family, by.backend?);
     let table = by.table.to_string();
     let saved = run(&lab.router, &lab.lock(), &[cmd, "-c", "-t", &table]);
     let rs = parse_save(&saved, &ParseOptions::default())
@@ -695,6 +802,13 @@ fn check(lab: &mut DiffLab, c: &Case, tally: &mut Tally) -> Outcome {
     tally.cases += 1;
     *tally.by_outcome.entry(format!("{outcome:?}")).or_default() += 1;
     *tally.by_path.entry(c.path.as_str()).or_default() += 1;
+    *tally
+        .by_path
+        .entry(match c.flow.family {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        })
+        .or_default() += 1;
     if traces.branches.len() > 1 {
         tally.split += 1;
     }
@@ -791,7 +905,8 @@ fn differential_kernel_agrees() {
     let mut lab = DiffLab::new();
     let mut tally = Tally::default();
     for i in 0..n {
-        let c = case(seed.wrapping_add(i), &lab.lab);
+        let s = seed.wrapping_add(i);
+        let c = case(s, &lab.lab, family_of(s));
         check(&mut lab, &c, &mut tally);
     }
     finish("differential", &tally, started);
@@ -861,13 +976,13 @@ fn regressions_kernel_agrees() {
     let forward = |mut f: Flow| {
         f.in_iface = Some(l.inner_if.clone());
         f.out_iface = Some(l.outer_if.clone());
-        f.length = Some(packet_len(f.protocol));
+        f.length = Some(packet_len(f.family, f.protocol));
         f
     };
     let local = |mut f: Flow| {
         f.uid = Some(0);
         f.gid = Some(0);
-        f.length = Some(packet_len(f.protocol));
+        f.length = Some(packet_len(f.family, f.protocol));
         f
     };
     let tcp = |origin, s: Ipv4Addr, d: Ipv4Addr, port| {
@@ -971,7 +1086,7 @@ fn regressions_kernel_agrees() {
         .map(|c| check(&mut lab, c, &mut tally))
         .collect();
     for s in REGRESSION_SEEDS {
-        let c = case(s, &lab.lab);
+        let c = case(s, &lab.lab, Family::Ipv4);
         check(&mut lab, &c, &mut tally);
     }
     assert_eq!(

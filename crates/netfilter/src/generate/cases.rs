@@ -1,11 +1,11 @@
-//! Random differential-test cases (feature `gen`): an IPv4 flow and the two rulesets (legacy
-//! x_tables and iptables-nft) loaded at once on the *router* of a three-host lab, for checking
-//! the evaluator against the kernel (`tests/differential.rs`).
+//! Random differential-test cases (feature `gen`): an IPv4 or IPv6 flow and the two rulesets
+//! (legacy x_tables and iptables-nft) loaded at once on the *router* of a three-host lab, for
+//! checking the evaluator against the kernel (`tests/differential.rs`).
 //!
-//! The lab the cases are made for ([`Lab`]): a client (198.51.100.1) and a server (203.0.113.1),
-//! each joined to the router by a veth pair; the router has 198.51.100.254 on `inner_if` and
-//! 203.0.113.254 on `outer_if`, forwards between them, and is the only host with rules under
-//! test. A case's flow takes one of four paths through the router ([`CasePath`]): forwarded,
+//! The lab the cases are made for ([`Lab`]): a client (198.51.100.1, fd00:1::1) and a server
+//! (203.0.113.1, fd00:2::1), each joined to the router by a veth pair; the router has
+//! 198.51.100.254 and fd00:1::fe on `inner_if`, 203.0.113.254 and fd00:2::fe on `outer_if`,
+//! forwards between them, and is the only host with rules under test. A case's flow takes one of four paths through the router ([`CasePath`]): forwarded,
 //! delivered to it, sent by it to a remote host, or sent by it to itself over loopback.
 //!
 //! Unlike [`crate::generate::model`], which aims at syntax coverage, rules here aim at the flow:
@@ -19,7 +19,8 @@
 //! * no DNAT to an address without a host behind it (the kernel then drops or answers after
 //!   neighbour resolution fails, which is routing, not netfilter), no DNAT to loopback in
 //!   PREROUTING (a martian destination, dropped by routing unless `route_localnet`), and no DNAT
-//!   of a packet from 127.0.0.0/8 to a remote address (re-routing fails with EINVAL);
+//!   of a packet from 127.0.0.0/8 (or ::1) to a remote address (re-routing fails with EINVAL);
+//! * IPv6 `-m addrtype` only with LOCAL (the only IPv6 address type the evaluator models);
 //! * no `-m mac` (the peer's MAC is not part of a [`Flow`]), no `-m set`, no `-m physdev`.
 //!
 //! A few constructs the evaluator cannot decide *are* generated on purpose, rarely (`-m limit`,
@@ -27,7 +28,7 @@
 //! answered where it must be; [`Case::undecidable`] lists them, and an `undetermined` verdict on a
 //! case without any is a failure of the differential test.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::addr::{AddrRange, Cidr, IdRange, Interface, MarkMask, PortRange};
 use crate::eval::{Flow, HostModel, Origin};
@@ -62,6 +63,16 @@ pub struct Lab {
     pub inner_if: String,
     /// The router's interface towards the server.
     pub outer_if: String,
+    /// The client's IPv6 address (fd00:1::1/64).
+    pub client6: Ipv6Addr,
+    /// A second IPv6 source the client may send from (fd00:1::7).
+    pub client6_alt: Ipv6Addr,
+    /// The server's IPv6 address (fd00:2::1/64).
+    pub server6: Ipv6Addr,
+    /// The router's IPv6 address on `inner_if` (fd00:1::fe/64).
+    pub router_inner6: Ipv6Addr,
+    /// The router's IPv6 address on `outer_if` (fd00:2::fe/64).
+    pub router_outer6: Ipv6Addr,
 }
 
 impl Lab {
@@ -75,15 +86,61 @@ impl Lab {
             router_outer: Ipv4Addr::new(203, 0, 113, 254),
             inner_if: inner_if.to_string(),
             outer_if: outer_if.to_string(),
+            client6: Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 1),
+            client6_alt: Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 7),
+            server6: Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 0, 1),
+            router_inner6: Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 0xfe),
+            router_outer6: Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 0, 0xfe),
         }
     }
 
-    /// What the evaluator knows about the router: its two addresses (/24 each).
+    /// The addresses of one family, in the same roles.
+    pub fn addrs(&self, family: Family) -> Addrs {
+        match family {
+            Family::Ipv4 => Addrs {
+                client: IpAddr::V4(self.client),
+                client_alt: IpAddr::V4(self.client_alt),
+                server: IpAddr::V4(self.server),
+                router_inner: IpAddr::V4(self.router_inner),
+                router_outer: IpAddr::V4(self.router_outer),
+                loopback: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            },
+            Family::Ipv6 => Addrs {
+                client: IpAddr::V6(self.client6),
+                client_alt: IpAddr::V6(self.client6_alt),
+                server: IpAddr::V6(self.server6),
+                router_inner: IpAddr::V6(self.router_inner6),
+                router_outer: IpAddr::V6(self.router_outer6),
+                loopback: IpAddr::V6(Ipv6Addr::LOCALHOST),
+            },
+        }
+    }
+
+    /// What the evaluator knows about the router: its addresses (/24 and /64).
     pub fn host_model(&self) -> HostModel {
         HostModel::default()
             .with_addr(&self.inner_if, IpAddr::V4(self.router_inner), 24)
             .with_addr(&self.outer_if, IpAddr::V4(self.router_outer), 24)
+            .with_addr(&self.inner_if, IpAddr::V6(self.router_inner6), 64)
+            .with_addr(&self.outer_if, IpAddr::V6(self.router_outer6), 64)
     }
+}
+
+/// The lab's addresses of one family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addrs {
+    /// The client.
+    pub client: IpAddr,
+    /// The client's second (spoofed) source.
+    pub client_alt: IpAddr,
+    /// The server.
+    pub server: IpAddr,
+    /// The router, client side.
+    pub router_inner: IpAddr,
+    /// The router, server side.
+    pub router_outer: IpAddr,
+    /// 127.0.0.1 or ::1.
+    pub loopback: IpAddr,
 }
 
 /// The way a case's packet crosses the router.
@@ -118,8 +175,8 @@ pub struct Case {
     pub seed: u64,
     /// The path through the router.
     pub path: CasePath,
-    /// The packet, as the evaluator is asked about it. Its length is the exact IPv4 length the
-    /// test sends: 40 bytes for TCP (a SYN without options), 36 for UDP and ICMP (8 payload bytes).
+    /// The packet, as the evaluator is asked about it. Its length is the exact length the test
+    /// sends ([`packet_len`]).
     pub flow: Flow,
     /// The `iptables-legacy-restore` payload (all five tables, so a restore replaces everything).
     pub legacy: String,
@@ -138,7 +195,7 @@ impl Case {
             parse_save(
                 text,
                 &ParseOptions {
-                    family: Some(Family::Ipv4),
+                    family: Some(self.flow.family),
                     backend: Some(backend),
                 },
             )
@@ -150,13 +207,18 @@ impl Case {
     }
 }
 
-/// The IPv4 total length of the packet the lab sends for `protocol`.
-pub fn packet_len(protocol: u8) -> u16 {
-    if protocol == 6 { 40 } else { 36 }
+/// The total length of the packet the lab sends for `protocol` (IP header included): a TCP SYN
+/// without options, or a UDP datagram / ICMP echo request with 8 payload bytes.
+pub fn packet_len(family: Family, protocol: u8) -> u16 {
+    let ip = match family {
+        Family::Ipv4 => 20,
+        Family::Ipv6 => 40,
+    };
+    ip + if protocol == 6 { 20 } else { 16 }
 }
 
-/// A random case from `seed` for `lab`.
-pub fn case(seed: u64, lab: &Lab) -> Case {
+/// A random case of `family` from `seed` for `lab`.
+pub fn case(seed: u64, lab: &Lab, family: Family) -> Case {
     let mut r = Rng::new(seed);
     let path = *r.pick(&[
         CasePath::Forward,
@@ -165,7 +227,7 @@ pub fn case(seed: u64, lab: &Lab) -> Case {
         CasePath::LocalRemote,
         CasePath::Loopback,
     ]);
-    let flow = flow(&mut r, lab, path);
+    let flow = flow(&mut r, &lab.addrs(family), lab, path);
     let mut g = Gen {
         r,
         lab,
@@ -174,12 +236,12 @@ pub fn case(seed: u64, lab: &Lab) -> Case {
     };
     // Either backend may be left empty, as on most hosts.
     let legacy = if g.r.chance(1, 4) {
-        empty()
+        empty(family)
     } else {
         g.ruleset()
     };
     let nft = if g.r.chance(1, 4) {
-        empty()
+        empty(family)
     } else {
         g.ruleset()
     };
@@ -194,58 +256,58 @@ pub fn case(seed: u64, lab: &Lab) -> Case {
     }
 }
 
-fn flow(r: &mut Rng, lab: &Lab, path: CasePath) -> Flow {
-    let v4 = IpAddr::V4;
-    let loopback = Ipv4Addr::LOCALHOST;
+fn flow(r: &mut Rng, a: &Addrs, lab: &Lab, path: CasePath) -> Flow {
     let (origin, src, dst, in_if, out_if) = match path {
         CasePath::Forward => {
             let src = if r.chance(1, 4) {
-                lab.client_alt
+                a.client_alt
             } else {
-                lab.client
+                a.client
             };
             (
                 Origin::Forward,
                 src,
-                lab.server,
+                a.server,
                 Some(&lab.inner_if),
                 Some(&lab.outer_if),
             )
         }
         CasePath::Input => {
-            let dst = *r.pick(&[lab.router_inner, lab.router_outer]);
-            (Origin::Input, lab.client, dst, Some(&lab.inner_if), None)
+            let dst = *r.pick(&[a.router_inner, a.router_outer]);
+            (Origin::Input, a.client, dst, Some(&lab.inner_if), None)
         }
         CasePath::LocalRemote => {
             if r.chance(1, 2) {
                 let out = Some(&lab.outer_if);
-                (Origin::LocalOutput, lab.router_outer, lab.server, None, out)
+                (Origin::LocalOutput, a.router_outer, a.server, None, out)
             } else {
                 let out = Some(&lab.inner_if);
-                (Origin::LocalOutput, lab.router_inner, lab.client, None, out)
+                (Origin::LocalOutput, a.router_inner, a.client, None, out)
             }
         }
         CasePath::Loopback => {
-            let a = *r.pick(&[loopback, loopback, lab.router_inner, lab.router_outer]);
-            (Origin::LocalOutput, a, a, None, None)
+            let x = *r.pick(&[a.loopback, a.loopback, a.router_inner, a.router_outer]);
+            (Origin::LocalOutput, x, x, None, None)
         }
     };
-    let protocol = *r.pick(&[6u8, 6, 17, 17, 1]);
-    let mut f = Flow::new(origin, protocol, v4(src), v4(dst));
+    let family = Family::of(dst);
+    let icmp = if family == Family::Ipv4 { 1 } else { 58 };
+    let protocol = *r.pick(&[6u8, 6, 17, 17, icmp]);
+    let mut f = Flow::new(origin, protocol, src, dst);
     match protocol {
         6 | 17 => {
             f.sport = Some(20_000 + r.below(40_000) as u16);
             f.dport = Some(*r.pick(&[22u16, 53, 80, 443, 8080, 9099]));
         }
         _ => {
-            f.icmp_type = Some(8);
+            f.icmp_type = Some(if family == Family::Ipv4 { 8 } else { 128 });
             f.icmp_code = Some(0);
         }
     }
     if protocol == 6 {
         f.tcp_flags = Some(tcp_flags::SYN);
     }
-    f.length = Some(packet_len(protocol));
+    f.length = Some(packet_len(family, protocol));
     f.in_iface = in_if.cloned();
     f.out_iface = out_if.cloned();
     if origin == Origin::LocalOutput {
@@ -257,7 +319,7 @@ fn flow(r: &mut Rng, lab: &Lab, path: CasePath) -> Flow {
 }
 
 /// Every table with its built-in chains, policies ACCEPT, no rules.
-fn empty() -> Ruleset {
+fn empty(family: Family) -> Ruleset {
     let tables = TableName::ALL
         .iter()
         .map(|&name| {
@@ -277,7 +339,7 @@ fn empty() -> Ruleset {
         .collect();
     Ruleset {
         backend: None,
-        family: Family::Ipv4,
+        family,
         version: None,
         tables,
         comments: Vec::new(),
@@ -304,7 +366,7 @@ const MASKS: [u32; 4] = [u32::MAX, 0xff, 0x1, 0x4000];
 
 impl Gen<'_> {
     fn ruleset(&mut self) -> Ruleset {
-        let mut rs = empty();
+        let mut rs = empty(self.flow.family);
         for t in &mut rs.tables {
             if !self.r.chance(2, 3) {
                 continue;
@@ -360,32 +422,43 @@ impl Gen<'_> {
         rs
     }
 
-    fn addr(&mut self) -> Ipv4Addr {
-        let l = self.lab;
-        let flow_src = match self.flow.src {
-            IpAddr::V4(a) => a,
-            IpAddr::V6(_) => l.client,
+    fn addrs(&self) -> Addrs {
+        self.lab.addrs(self.flow.family)
+    }
+
+    fn addr(&mut self) -> IpAddr {
+        let a = self.addrs();
+        let random = match self.flow.family {
+            Family::Ipv4 => IpAddr::V4(Ipv4Addr::new(192, 0, 2, self.r.below(256) as u8)),
+            Family::Ipv6 => IpAddr::V6(Ipv6Addr::new(
+                0xfd00,
+                9,
+                0,
+                0,
+                0,
+                0,
+                0,
+                self.r.below(0x10000) as u16,
+            )),
         };
-        let flow_dst = match self.flow.dst {
-            IpAddr::V4(a) => a,
-            IpAddr::V6(_) => l.server,
-        };
-        let random = Ipv4Addr::new(192, 0, 2, self.r.below(256) as u8);
         *self.r.pick(&[
-            flow_src,
-            flow_dst,
-            l.client,
-            l.server,
-            l.router_inner,
-            l.router_outer,
-            Ipv4Addr::LOCALHOST,
+            self.flow.src,
+            self.flow.dst,
+            a.client,
+            a.server,
+            a.router_inner,
+            a.router_outer,
+            a.loopback,
             random,
         ])
     }
 
     fn cidr(&mut self) -> Cidr {
-        let a = IpAddr::V4(self.addr());
-        let len = *self.r.pick(&[32u8, 32, 24, 16, 8]);
+        let a = self.addr();
+        let len = match self.flow.family {
+            Family::Ipv4 => *self.r.pick(&[32u8, 32, 24, 16, 8]),
+            Family::Ipv6 => *self.r.pick(&[128u8, 128, 64, 32, 16]),
+        };
         Cidr::new(a, len).unwrap_or_else(|| Cidr::host(a))
     }
 
@@ -482,7 +555,12 @@ impl Gen<'_> {
             let p = if self.r.chance(2, 3) {
                 self.flow.protocol
             } else {
-                *self.r.pick(&[6u8, 17, 1])
+                let icmp = if self.flow.family == Family::Ipv4 {
+                    1
+                } else {
+                    58
+                };
+                *self.r.pick(&[6u8, 17, icmp])
             };
             let negated = self.r.chance(1, 6);
             m.push(Match::Protocol(Neg {
@@ -557,6 +635,21 @@ impl Gen<'_> {
                 };
                 m.push(Match::Icmp(self.neg(v)));
             }
+            58 if self.r.chance(2, 3) => {
+                let (t, lo, hi) = *self.r.pick(&[
+                    (128u8, 0u8, 0xffu8),
+                    (128, 0, 0xff),
+                    (129, 0, 0xff),
+                    (1, 4, 4),
+                    (1, 0, 0xff),
+                ]);
+                let v = IcmpType {
+                    icmp_type: t,
+                    code_min: lo,
+                    code_max: hi,
+                };
+                m.push(Match::Icmp6(self.neg(v)));
+            }
             6 | 17 if self.r.chance(1, 2) => {
                 let n = 1 + self.r.below(3);
                 let ports = (0..n).map(|_| self.port()).collect();
@@ -619,8 +712,9 @@ impl Gen<'_> {
                     .copied()
                     .filter(|_| self.r.chance(1, 2))
                     .collect();
-                if t.is_empty() {
-                    t.push(AddrType::Local);
+                if t.is_empty() || self.flow.family == Family::Ipv6 {
+                    // IPv6: xt_addrtype refuses BROADCAST, and the evaluator models only LOCAL.
+                    t = vec![AddrType::Local];
                 }
                 let n = self.neg(t);
                 let a = if self.r.chance(1, 2) {
@@ -664,8 +758,8 @@ impl Gen<'_> {
             9 => {
                 let (a, b) = (self.addr(), self.addr());
                 let range = AddrRange {
-                    start: IpAddr::V4(a.min(b)),
-                    end: IpAddr::V4(a.max(b)),
+                    start: a.min(b),
+                    end: a.max(b),
                 };
                 let n = self.neg(range);
                 let im = if self.r.chance(1, 2) {
@@ -714,8 +808,10 @@ impl Gen<'_> {
             13 if self.r.chance(1, 20) => {
                 let (name, args) = if self.r.chance(1, 2) {
                     ("pkttype", vec!["--pkt-type".to_string(), "unicast".into()])
-                } else {
+                } else if self.flow.family == Family::Ipv4 {
                     ("ttl", vec!["--ttl-gt".to_string(), "10".into()])
+                } else {
+                    ("hl", vec!["--hl-gt".to_string(), "10".into()])
                 };
                 self.undecidable.push(format!("-m {name}"));
                 m.push(Match::Unknown {
@@ -747,6 +843,13 @@ impl Gen<'_> {
         if t == TableName::Filter {
             let with = if proto == Some(6) && self.r.chance(1, 2) {
                 RejectWith::TcpReset
+            } else if self.flow.family == Family::Ipv6 {
+                *self.r.pick(&[
+                    RejectWith::Icmp6PortUnreachable,
+                    RejectWith::Icmp6AdmProhibited,
+                    RejectWith::Icmp6NoRoute,
+                    RejectWith::Icmp6AddrUnreachable,
+                ])
             } else {
                 *self.r.pick(&[
                     RejectWith::IcmpPortUnreachable,
@@ -797,12 +900,12 @@ impl Gen<'_> {
     }
 
     fn nat_targets(&mut self, home: &str, proto: Option<u8>, options: &mut Vec<Target>) {
-        let l = self.lab;
+        let l = self.addrs();
         let ported = matches!(proto, Some(6 | 17));
         let port = (ported && self.r.chance(1, 2))
             .then(|| PortRange::single(*self.r.pick(&[22u16, 80, 8080, 9099])));
-        let to = |a: Ipv4Addr, ports| NatRange {
-            addrs: Some((IpAddr::V4(a), IpAddr::V4(a))),
+        let to = |a: IpAddr, ports| NatRange {
+            addrs: Some((a, a)),
             ports,
         };
         match home {
@@ -819,7 +922,7 @@ impl Gen<'_> {
                     vec![l.server, l.client, l.router_inner, l.router_outer]
                 };
                 if home == "OUTPUT" {
-                    dsts.push(Ipv4Addr::LOCALHOST);
+                    dsts.push(l.loopback);
                 }
                 let d = *self.r.pick(&dsts);
                 for _ in 0..2 {
@@ -836,7 +939,11 @@ impl Gen<'_> {
                 }
             }
             _ => {
-                let random = Ipv4Addr::new(192, 0, 2, 1 + self.r.below(250) as u8);
+                let n = 1 + self.r.below(250) as u8;
+                let random = match self.flow.family {
+                    Family::Ipv4 => IpAddr::V4(Ipv4Addr::new(192, 0, 2, n)),
+                    Family::Ipv6 => IpAddr::V6(Ipv6Addr::new(0xfd00, 9, 0, 0, 0, 0, 0, n.into())),
+                };
                 let s = *self.r.pick(&[l.router_inner, l.router_outer, random]);
                 for _ in 0..2 {
                     options.push(Target::Snat {
@@ -863,8 +970,13 @@ mod tests {
     fn cases_parse_and_are_deterministic() {
         let lab = Lab::new("lab0a", "lab1a");
         for seed in 0..300 {
-            let a = case(seed, &lab);
-            let b = case(seed, &lab);
+            let family = if seed % 3 == 0 {
+                Family::Ipv6
+            } else {
+                Family::Ipv4
+            };
+            let a = case(seed, &lab, family);
+            let b = case(seed, &lab, family);
             assert_eq!(a.legacy, b.legacy);
             assert_eq!(a.nft, b.nft);
             assert_eq!(a.flow, b.flow);
