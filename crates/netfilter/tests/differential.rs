@@ -775,16 +775,23 @@ fn attribution(lab: &DiffLab, traces: &Traces, outcome: Outcome) -> Option<Strin
 }
 
 /// Whether every undetermined branch gave up on an interface or address that only a route
-/// lookup after a destination-changing DNAT could give.
+/// lookup could give: the output interface after a destination-changing DNAT, or the source a
+/// MASQUERADE picked when the model cannot tell which address it takes.
 fn no_route_model(traces: &Traces) -> bool {
     traces.branches.iter().all(|t| match &t.verdict {
         Verdict::Undetermined { reason } => {
             let rerouted = t.nat.iter().any(|n| {
                 matches!(n.kind, NatKind::Dnat | NatKind::Redirect) && n.from.addr != n.to.addr
             });
-            rerouted
+            // MASQUERADE out of `lo` takes a global address of some other device.
+            let masq_unknown = t
+                .nat
+                .iter()
+                .any(|n| n.kind == NatKind::Masquerade && n.to.addr.is_none());
+            (rerouted
                 && (reason.contains("output interface not known")
-                    || reason.contains("source address not known"))
+                    || reason.contains("source address not known")))
+                || (masq_unknown && reason.contains("source address not known"))
         }
         _ => true,
     })
@@ -869,7 +876,7 @@ fn env_u64(key: &str, default: u64) -> u64 {
 fn finish(name: &str, tally: &Tally, started: Instant) {
     eprintln!(
         "{name}: {} cases in {:.1}s; outcomes {:?}; paths {:?}; {} split by -m statistic; {} deciding rules checked against kernel counters; {} \
-         undetermined (generated undecidable), {} (no route model after DNAT); {} disagreements",
+         undetermined (generated undecidable), {} (no route model); {} disagreements",
         tally.cases,
         started.elapsed().as_secs_f64(),
         tally.by_outcome,
