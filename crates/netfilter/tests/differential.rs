@@ -37,7 +37,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lab::{Netns, Veth, run_bounded};
-use netfilter::eval::{Flow, NatKind, Origin, Trace, Traces, Verdict, trace};
+use netfilter::eval::{Flow, NatKind, Origin, RuleRef, Trace, Traces, Verdict, trace};
 use netfilter::generate::cases::{Case, CasePath, Lab, case, packet_len};
 use netfilter::target::RejectWith;
 use netfilter::{Backend, Family, ParseOptions, parse_save};
@@ -449,6 +449,14 @@ impl DiffLab {
         server
             .ip(&["route", "add", "fd00:1::/64", "via", "fd00:2::fe"])
             .unwrap();
+        // SNAT targets (192.0.2.0/24, fd00:9::/64) routed towards the server, so that a REJECT of
+        // an SNATed packet can answer: the kernel sends nothing to an unroutable source.
+        router
+            .ip(&["route", "add", "192.0.2.0/24", "via", "203.0.113.1"])
+            .unwrap();
+        router
+            .ip(&["route", "add", "fd00:9::/64", "via", "fd00:2::1"])
+            .unwrap();
         client
             .ip(&["route", "add", "203.0.113.0/24", "via", "198.51.100.254"])
             .unwrap();
@@ -733,6 +741,8 @@ struct Tally {
     split: u64,
     /// Drop/reject cases whose deciding rule was checked against its kernel counter.
     attributed: u64,
+    /// Rejects the kernel could not answer (see [`unanswered_reject`]).
+    unanswered_rejects: u64,
     failures: Vec<String>,
 }
 
@@ -746,6 +756,19 @@ fn attribution(lab: &DiffLab, traces: &Traces, outcome: Outcome) -> Option<Strin
     if outcome == Outcome::Accepted || expected(&t.verdict) != Some(outcome) {
         return None;
     }
+    Some(if rule_counter(lab, by)? == 0 {
+        format!(
+            "the evaluator says `{}` ({:?} {} {}) decided, but the kernel's counter for it is 0",
+            by.text, by.backend, by.table, by.chain
+        )
+    } else {
+        String::new()
+    })
+}
+
+/// The kernel's packet counter of the rule (or chain policy) `by`, from
+/// `ip[6]tables-{legacy,nft}-save -c -t TABLE`; `None` when its backend is not known.
+fn rule_counter(lab: &DiffLab, by: &RuleRef) -> Option<u64> {
     let cmd = save_command(by.family, by.backend?);
     let table = by.table.to_string();
     let saved = run(&lab.router, &lab.lock(), &[cmd, "-c", "-t", &table]);
@@ -755,22 +778,28 @@ fn attribution(lab: &DiffLab, traces: &Traces, outcome: Outcome) -> Option<Strin
         .table(by.table)
         .and_then(|t| t.chain(&by.chain))
         .unwrap_or_else(|| panic!("{cmd}: no chain {} in {table}\n{saved}", by.chain));
-    let packets = match by.rule_number {
+    Some(match by.rule_number {
         Some(n) => chain
             .rules
             .get(n - 1)
             .and_then(|r| r.counters)
             .map_or(0, |c| c.packets),
         None => chain.counters.packets,
-    };
-    Some(if packets == 0 {
-        format!(
-            "the evaluator says `{}` ({cmd}, {table} {}) decided, but the kernel's counter for it \
-             is 0",
-            by.text, by.chain
-        )
-    } else {
-        String::new()
+    })
+}
+
+/// A REJECT whose answer the kernel could not route (e.g. to a loopback-sourced packet SNATed to
+/// a remote address: the ICMP error would leave with source 127.0.0.1) looks like a drop from
+/// outside. It counts as the evaluator's reject when the kernel's counter of exactly the REJECT
+/// rule the evaluator names is not zero.
+fn unanswered_reject(lab: &DiffLab, traces: &Traces) -> Option<Outcome> {
+    traces.branches.iter().find_map(|t| {
+        let by = t.decided_by.as_ref()?;
+        matches!(t.verdict, Verdict::Reject { .. })
+            .then_some(())
+            .and_then(|()| rule_counter(lab, by))
+            .filter(|n| *n > 0)
+            .and_then(|_| expected(&t.verdict))
     })
 }
 
@@ -850,6 +879,13 @@ fn check(lab: &mut DiffLab, c: &Case, tally: &mut Tally) -> Outcome {
         .iter()
         .map(|t| expected(&t.verdict))
         .collect();
+    if outcome == Outcome::Dropped
+        && !possible.contains(&Some(outcome))
+        && let Some(reject) = unanswered_reject(lab, &traces)
+    {
+        tally.unanswered_rejects += 1;
+        return reject;
+    }
     if !possible.contains(&Some(outcome)) {
         let why = format!("the kernel's outcome is none of the evaluator's {possible:?}");
         tally
@@ -875,7 +911,7 @@ fn env_u64(key: &str, default: u64) -> u64 {
 
 fn finish(name: &str, tally: &Tally, started: Instant) {
     eprintln!(
-        "{name}: {} cases in {:.1}s; outcomes {:?}; paths {:?}; {} split by -m statistic; {} deciding rules checked against kernel counters; {} \
+        "{name}: {} cases in {:.1}s; outcomes {:?}; paths {:?}; {} split by -m statistic; {} deciding rules checked against kernel counters; {} rejects without a routable answer; {} \
          undetermined (generated undecidable), {} (no route model); {} disagreements",
         tally.cases,
         started.elapsed().as_secs_f64(),
@@ -883,6 +919,7 @@ fn finish(name: &str, tally: &Tally, started: Instant) {
         tally.by_path,
         tally.split,
         tally.attributed,
+        tally.unanswered_rejects,
         tally.undetermined,
         tally.no_route,
         tally.failures.len()
