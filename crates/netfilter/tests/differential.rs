@@ -952,6 +952,14 @@ fn differential_kernel_agrees() {
         let s = seed.wrapping_add(i);
         let c = case(s, &lab.lab, family_of(s));
         check(&mut lab, &c, &mut tally);
+        if (i + 1) % 1000 == 0 && i + 1 < n {
+            eprintln!(
+                "differential: {} cases, {:.0}s, {} disagreements so far",
+                i + 1,
+                started.elapsed().as_secs_f64(),
+                tally.failures.len()
+            );
+        }
     }
     finish("differential", &tally, started);
     if n >= 100 {
