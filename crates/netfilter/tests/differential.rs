@@ -1050,6 +1050,12 @@ fn regressions_kernel_agrees() {
     let fwd_tcp = forward(tcp(Origin::Forward, l.client, l.server, 443));
     let fwd_udp = forward(udp(Origin::Forward, l.client, l.server, 80));
     let lo_udp = local(udp(Origin::LocalOutput, l.router_outer, l.router_outer, 22));
+    let lo_udp_127 = local(udp(
+        Origin::LocalOutput,
+        Ipv4Addr::LOCALHOST,
+        Ipv4Addr::LOCALHOST,
+        53,
+    ));
     let mut out_udp = local(udp(Origin::LocalOutput, l.router_outer, l.server, 22));
     out_udp.out_iface = Some(l.outer_if.clone());
     let mut out_tcp = local(tcp(Origin::LocalOutput, l.router_inner, l.client, 443));
@@ -1131,6 +1137,15 @@ fn regressions_kernel_agrees() {
              -A FORWARD -p tcp -j DROP\nCOMMIT\n",
             "*security\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n",
         ),
+        // A packet from 127.0.0.1 DNATed to a remote address is dropped at re-route (EINVAL).
+        written(
+            CasePath::Loopback,
+            lo_udp_127,
+            "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+             :POSTROUTING ACCEPT [0:0]\n-A OUTPUT -p udp -j DNAT --to-destination 203.0.113.1\n\
+             COMMIT\n",
+            &empty,
+        ),
     ];
     let mut tally = Tally::default();
     let outcomes: Vec<Outcome> = cases
@@ -1152,7 +1167,7 @@ fn regressions_kernel_agrees() {
     assert_eq!(
         outcomes,
         [
-            Dropped, Accepted, Dropped, Accepted, Dropped, Reset, Dropped
+            Dropped, Accepted, Dropped, Accepted, Dropped, Reset, Dropped, Dropped
         ]
     );
 }

@@ -220,3 +220,29 @@ fn nft_security_table_runs_at_priority_150() {
     let t = trace(&[nft, nat], &host(), &input);
     assert_eq!(t.verdict(), Verdict::Drop, "{t:#?}");
 }
+
+/// Differential seeds 0xd1ff179, 0xd1ff1ed, 0xd1ff263: a packet from 127.0.0.1 DNATed in nat
+/// OUTPUT to a remote address is dropped when the kernel re-routes it (a loopback source may not
+/// leave the host: `__mkroute_output` returns EINVAL, nf_nat_ipv4_local_fn drops). The evaluator
+/// used to accept it.
+#[test]
+fn loopback_source_dnated_out_of_the_host_is_dropped() {
+    let rs = [legacy(
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+         :POSTROUTING ACCEPT [0:0]\n-A OUTPUT -p udp -j DNAT --to-destination 203.0.113.9\n\
+         -A OUTPUT -p tcp -j DNAT --to-destination 198.51.100.5\nCOMMIT\n",
+    )];
+    let udp = Flow::udp(Origin::LocalOutput, ip("127.0.0.1"), ip("127.0.0.1"), 53);
+    let t = trace(&rs, &host(), &udp);
+    assert_eq!(t.verdict(), Verdict::Drop, "{t:#?}");
+    assert_eq!(
+        decided(t.single().unwrap()),
+        ("nat".into(), "OUTPUT".into(), Some(1))
+    );
+    // To a local address it stays on the host: delivered.
+    let tcp = Flow::tcp(Origin::LocalOutput, ip("127.0.0.1"), ip("127.0.0.1"), 80);
+    assert_eq!(trace(&rs, &host(), &tcp).verdict(), Verdict::Accept);
+    // From a real address, the DNAT out is fine.
+    let from_eth = Flow::udp(Origin::LocalOutput, ip("198.51.100.5"), ip("127.0.0.1"), 53);
+    assert_eq!(trace(&rs, &host(), &from_eth).verdict(), Verdict::Accept);
+}

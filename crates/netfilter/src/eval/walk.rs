@@ -563,11 +563,30 @@ impl<'a> Walker<'a> {
         self.step(cx, &chain.name, Some(idx), true, why);
         self.nat.push(NatRewrite {
             hook,
-            rule,
+            rule: rule.clone(),
             kind,
             from,
             to,
         });
+        // A 127.0.0.0/8 source may not leave the host: re-routing after nat OUTPUT fails
+        // (route.c `__mkroute_output`: loopback source, non-loopback device → EINVAL) and
+        // nf_nat_ipv4_local_fn drops the packet; the sender's sendmsg gets EINVAL.
+        if hook == Hook::Output
+            && dnat
+            && to.addr != from.addr
+            && let (Some(IpAddr::V4(src)), Some(dst)) = (self.p.src, to.addr)
+            && src.is_loopback()
+            && !self.host.is_local(dst)
+        {
+            let why = format!(
+                "dropped on re-route: source {src} is loopback and {dst} is not local (EINVAL)"
+            );
+            self.step(cx, &chain.name, Some(idx), true, why);
+            return Err(Stop {
+                verdict: Verdict::Drop,
+                by: Some(rule),
+            });
+        }
         Ok(())
     }
 }

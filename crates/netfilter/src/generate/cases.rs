@@ -19,7 +19,8 @@
 //! * no DNAT to an address without a host behind it (the kernel then drops or answers after
 //!   neighbour resolution fails, which is routing, not netfilter), no DNAT to loopback in
 //!   PREROUTING (a martian destination, dropped by routing unless `route_localnet`), and no DNAT
-//!   of a packet from 127.0.0.0/8 (or ::1) to a remote address (re-routing fails with EINVAL);
+//!   of a packet from ::1 to a remote address (the evaluator models only the IPv4 rule that a
+//!   127.0.0.0/8 source cannot leave the host);
 //! * IPv6 `-m addrtype` only with LOCAL (the only IPv6 address type the evaluator models);
 //! * no `-m mac` (the peer's MAC is not part of a [`Flow`]), no `-m set`, no `-m physdev`.
 //!
@@ -913,10 +914,9 @@ impl Gen<'_> {
                 // Only addresses with a host behind them; loopback only from local output
                 // (PREROUTING to 127.0.0.1 is a martian destination for routing).
                 let loopback_src = self.flow.src.is_loopback();
-                let mut dsts = if home == "OUTPUT" && loopback_src {
-                    // A 127.0.0.0/8 source may not leave the host: re-routing after a DNAT to a
-                    // remote address fails (route.c `__mkroute_output`, EINVAL) — routing, not
-                    // netfilter, and the evaluator has no route model.
+                let mut dsts = if home == "OUTPUT" && loopback_src && l.loopback.is_ipv6() {
+                    // ::1 re-routed off the host: the evaluator models the IPv4 rule only
+                    // (127.0.0.0/8 may not leave the host, `__mkroute_output`, EINVAL).
                     vec![l.router_inner, l.router_outer]
                 } else {
                     vec![l.server, l.client, l.router_inner, l.router_outer]
