@@ -14,6 +14,7 @@
 //! [`kube_proxy`] generates kube-proxy iptables-mode rulesets of N Services × M endpoints;
 //! [`cni`] the chains Docker, Calico and Antrea install on a node.
 
+pub mod cases;
 pub mod cni;
 pub mod kube_proxy;
 

@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::model::TableName;
+use crate::model::{Backend, TableName};
 
 /// A netfilter hook (`NF_INET_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -64,6 +64,17 @@ impl Hook {
             TableName::Filter => 0,
             TableName::Security => 50,
         })
+    }
+
+    /// The priority at which `backend` registers `table`'s base chain on this hook: the
+    /// `NF_IP_PRI_*` value, except that iptables-nft registers its security chains at 150
+    /// (iptables nft.c, `.prio = 150`; `nft list table ip security` shows `priority 150`), after
+    /// the nat INPUT chain (100) rather than between filter and nat as the legacy table (50).
+    pub fn backend_priority(self, table: TableName, backend: Option<Backend>) -> Option<i32> {
+        match (table, backend) {
+            (TableName::Security, Some(Backend::Nft)) => self.priority(table).map(|_| 150),
+            _ => self.priority(table),
+        }
     }
 
     /// Whether this hook's nat chain sets up destination NAT (PREROUTING, OUTPUT) rather than source NAT.

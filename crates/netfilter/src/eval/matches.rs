@@ -217,7 +217,9 @@ fn state_bit(p: &Packet) -> CtState {
     }
 }
 
-/// xt_conntrack.c `conntrack_mt`: the state test first; without an entry only a pure state test can match.
+/// xt_conntrack.c `conntrack_mt`: the state test first; without an entry (`ct == NULL`: before
+/// conntrack, INVALID, UNTRACKED) the match holds iff it has a state test, which passed — every
+/// other option is then ignored (`if (ct == NULL) return info->match_flags & XT_CONNTRACK_STATE;`).
 fn conntrack(c: &ConntrackMatch, p: &Packet) -> Tri {
     let state = opt(&c.state, |states| {
         let bit = state_bit(p);
@@ -229,12 +231,8 @@ fn conntrack(c: &ConntrackMatch, p: &Packet) -> Tri {
     if state == Tri::No {
         return Tri::No;
     }
-    let only_state = ConntrackMatch {
-        state: c.state.clone(),
-        ..ConntrackMatch::default()
-    } == *c;
     if !p.has_ct() {
-        return state.and(Tri::of(only_state));
+        return state.and(Tri::of(c.state.is_some()));
     }
     let new = p.state == ConnState::New;
     let cidr = |a: Option<IpAddr>, what: &str, n: &Cidr| addr_in(a, what, |x| n.contains(x));

@@ -17,7 +17,9 @@
 //! nat table sees only the first packet of a connection (ctstate NEW) and, on a hook, only until
 //! one nat chain sets up a binding. Base chains of equal priority from different rulesets (the
 //! legacy and the nf_tables `filter` table) run in the order given; the kernel's order is
-//! undefined, which changes only attribution, marks and NAT, never whether some chain drops.
+//! undefined. (In practice a later-registered hook runs first, `nf_hook_entries_grow`.) The order
+//! changes attribution, marks and NAT, and so can change a verdict through a later mark match. iptables-nft
+//! registers its security chains at priority 150, not 50 ([`Hook::backend_priority`]).
 //!
 //! Anything the rules alone cannot decide — an unmodelled match or target, a missing value of the
 //! flow, ipset contents not given, `-m limit`, a jump loop — gives [`Verdict::Undetermined`] with

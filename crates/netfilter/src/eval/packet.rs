@@ -73,6 +73,8 @@ pub(crate) struct Packet {
     pub(crate) snat_init: bool,
     /// Whether a DNAT in this walk changed the destination (routing must be redone).
     pub(crate) rerouted: bool,
+    /// The output device after a nat OUTPUT re-route, which hooks see from POSTROUTING on.
+    pub(crate) outdev_after_output: Option<Dev>,
 }
 
 impl Packet {
@@ -113,6 +115,7 @@ impl Packet {
             dnat_init: false,
             snat_init: false,
             rerouted: false,
+            outdev_after_output: None,
         }
     }
 

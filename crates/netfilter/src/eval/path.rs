@@ -80,10 +80,6 @@ fn local_output(w: &mut Walker<'_>, flow: &Flow) -> Result<(), Stop> {
             None,
         ));
     };
-    if w.p.rerouted {
-        // A DNAT in OUTPUT re-routes the packet (ip_route_me_harder, net/ipv4/netfilter.c).
-        w.p.outdev = route_dev(host, dst);
-    }
     w.hook(Hook::Postrouting)?;
     if !host.is_local(dst) {
         return Ok(());

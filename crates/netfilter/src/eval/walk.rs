@@ -58,6 +58,28 @@ impl Cx<'_> {
     }
 }
 
+/// What [`Walker::nat_apply`] did.
+pub(crate) struct NatApplied {
+    /// The step's text: the rewrite.
+    pub(crate) why: String,
+    /// Whether the re-route after the rewrite drops the packet (a loopback source DNATed to a
+    /// remote address).
+    pub(crate) dropped: bool,
+}
+
+impl NatApplied {
+    /// `Err(drop by rule)` when the re-route dropped the packet.
+    pub(crate) fn stop(&self, rule: RuleRef) -> Result<(), Stop> {
+        if self.dropped {
+            return Err(Stop {
+                verdict: Verdict::Drop,
+                by: Some(rule),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A return frame pushed by `-j`.
 struct Frame<'r> {
     chain: &'r Chain,
@@ -113,6 +135,11 @@ impl<'a> Walker<'a> {
     /// Runs every base chain on `hook` in priority order (iptables tables and native nftables
     /// base chains together); `Err` ends the journey.
     pub(crate) fn hook(&mut self, hook: Hook) -> Result<(), Stop> {
+        if hook == Hook::Postrouting
+            && let Some(dev) = self.p.outdev_after_output.take()
+        {
+            self.p.outdev = dev;
+        }
         for slot in super::nft::slots(self.rulesets, self.native, self.p.family, hook) {
             if slot.after_conntrack() {
                 // Conntrack (priority −200) has run.
@@ -442,6 +469,12 @@ impl<'a> Walker<'a> {
                 }
                 format!("CONNMARK: mark {:#x}, ctmark {:#x}", p.mark, p.ct_mark)
             }
+            // xt_CT.c `notrack_tg`/`xt_ct_target`: "Previously seen (loopback)? Ignore." — a
+            // packet that already carries a conntrack reference keeps it.
+            t if t.is_notrack() && p.ct_attached => {
+                "NOTRACK: ignored, the packet already has a conntrack entry (loopback re-entry)"
+                    .into()
+            }
             t if t.is_notrack() => {
                 p.notracked = true;
                 p.state = super::ConnState::Untracked;
@@ -457,19 +490,20 @@ impl<'a> Walker<'a> {
 
     /// Sets up a NAT binding (ends the nat chain with ACCEPT) and rewrites the packet.
     fn nat(&mut self, cx: Cx<'_>, chain: &Chain, idx: usize, t: &Target) -> Result<(), Stop> {
-        let why = self.nat_apply(cx.hook, cx.rule_ref(chain, idx), t)?;
-        self.step(cx, &chain.name, Some(idx), true, why);
-        Ok(())
+        let rule = cx.rule_ref(chain, idx);
+        let applied = self.nat_apply(cx.hook, rule.clone(), t)?;
+        self.step(cx, &chain.name, Some(idx), true, applied.why.clone());
+        applied.stop(rule)
     }
 
     /// Applies the NAT target `t` of `rule` on `hook`: rewrites the packet, records the binding
-    /// and says what it did.
+    /// and says what it did (and whether the re-route after it drops the packet).
     pub(crate) fn nat_apply(
         &mut self,
         hook: Hook,
         rule: RuleRef,
         t: &Target,
-    ) -> Result<String, Stop> {
+    ) -> Result<NatApplied, Stop> {
         let family = self.p.family;
         let (kind, dnat) = match t {
             Target::Dnat { .. } => (NatKind::Dnat, true),
@@ -510,6 +544,9 @@ impl<'a> Walker<'a> {
             }
             Target::Masquerade { ports, flags } => {
                 let addr = match &self.p.outdev {
+                    // On `lo`, inet_select_addr(RT_SCOPE_UNIVERSE) skips 127.0.0.1 (host scope)
+                    // and takes a global address of another device: not known from the model.
+                    Dev::Named(n) if n == "lo" && family == Family::Ipv4 => None,
                     Dev::Named(n) => self.host.sole_addr(n, family),
                     _ => None,
                 };
@@ -527,13 +564,19 @@ impl<'a> Walker<'a> {
             (p.repl_src, p.repl_sport) = (to.addr, to.port);
             p.dnat_init = true;
             p.ct_dnat |= changed;
-            p.rerouted |= changed;
-            if changed && hook == Hook::Output {
-                // Local output is re-routed after nat OUTPUT (ip_route_me_harder).
-                p.outdev = match to.addr {
+            // Routing looks at addresses: a port-only DNAT keeps the route (nf_nat_ipv4_local_fn
+            // re-routes only when the destination address changed).
+            let moved = to.addr != from.addr;
+            p.rerouted |= moved;
+            if moved && hook == Hook::Output {
+                // Local output is re-routed after nat OUTPUT (ip_route_me_harder), but the rest of
+                // the OUTPUT hook still sees the old device (`state->out` is fixed for the whole
+                // hook); the new one shows from POSTROUTING on.
+                p.outdev_after_output = Some(match to.addr {
                     Some(a) if self.host.is_local(a) => Dev::Named("lo".into()),
-                    _ => Dev::Unknown,
-                };
+                    Some(a) => Dev::from_opt(self.host.route_dev(a)),
+                    None => Dev::Unknown,
+                });
             }
         } else {
             (p.src, p.sport) = (to.addr, to.port);
@@ -549,12 +592,31 @@ impl<'a> Walker<'a> {
         let why = format!("{kind:?}: {} -> {}", show(&from), show(&to));
         self.nat.push(NatRewrite {
             hook,
-            rule,
+            rule: rule.clone(),
             kind,
             from,
             to,
         });
-        Ok(why)
+        // A 127.0.0.0/8 source may not leave the host: re-routing after nat OUTPUT fails
+        // (route.c `__mkroute_output`: loopback source, non-loopback device → EINVAL) and
+        // nf_nat_ipv4_local_fn drops the packet; the sender's sendmsg gets EINVAL.
+        if hook == Hook::Output
+            && dnat
+            && to.addr != from.addr
+            && let (Some(IpAddr::V4(src)), Some(dst)) = (self.p.src, to.addr)
+            && src.is_loopback()
+            && !self.host.is_local(dst)
+        {
+            let why = format!(
+                "{why}; dropped on re-route: source {src} is loopback and {dst} is not local \
+                 (EINVAL)"
+            );
+            return Ok(NatApplied { why, dropped: true });
+        }
+        Ok(NatApplied {
+            why,
+            dropped: false,
+        })
     }
 }
 

@@ -54,10 +54,10 @@ pub(crate) fn slots<'r>(
 ) -> Vec<Slot<'r>> {
     let mut v: Vec<(i32, i32, Slot<'r>)> = Vec::new();
     for &table in hook.tables() {
-        let prio = hook.priority(table).unwrap_or(0);
         for rs in rulesets.iter().filter(|rs| rs.family == family) {
             if let Some(t) = rs.table(table)
                 && t.chain(hook.chain()).is_some()
+                && let Some(prio) = hook.backend_priority(table, rs.backend)
             {
                 let base = Base::Xt(rs, t);
                 v.push((prio, prio, Slot { base, prio, hook }));
@@ -510,8 +510,9 @@ impl<'a> Walker<'a> {
             NatKind::Masquerade => Target::Masquerade { ports, flags: fl },
             NatKind::Redirect => Target::Redirect { ports, flags: fl },
         };
-        let why = self.nat_apply(cx.hook, cx.rule_ref(), &target)?;
-        self.nstep(cx, &cx.chain.name, Some(cx.idx), true, why);
+        let applied = self.nat_apply(cx.hook, cx.rule_ref(), &target)?;
+        self.nstep(cx, &cx.chain.name, Some(cx.idx), true, applied.why.clone());
+        applied.stop(cx.rule_ref())?;
         Ok(Outcome::Accept)
     }
 
