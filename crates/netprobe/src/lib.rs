@@ -9,6 +9,7 @@ pub mod cli;
 pub mod collect;
 pub mod conditions;
 pub mod config;
+pub mod diagnose;
 pub mod logging;
 pub mod metrics;
 pub mod oneshot;

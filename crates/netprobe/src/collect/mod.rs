@@ -18,7 +18,10 @@
 
 pub mod command;
 pub mod ip;
+pub mod locate;
 pub mod netns;
+pub mod procfs;
+pub mod snapshot;
 
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -1,0 +1,725 @@
+//! The analysis: findings from the snapshot, the question and the observation. The order of
+//! reasoning follows the packet: can the prober open its socket (ICMP permission), is there a
+//! route and which source does it give, what do the rules on the output path do, and — when the
+//! destination lives on this host — what happens on arrival (rules, rp_filter, echo sysctl,
+//! listening sockets). Remote destinations end in `service-not-programmed` or
+//! `remote-unreachable` only when the local facts support it.
+
+use std::net::IpAddr;
+
+use netfilter::eval::{Flow, HostModel, NatKind, Origin, Trace, Verdict, trace};
+use netfilter::{Cidr, Ruleset};
+use probe::Reason;
+
+use super::firewall::{describe_rule, is_drop_all, is_localnet_rule, localnet_flow, path};
+use super::local::{arrival, local_delivery};
+use super::remote::remote;
+use super::rules::{self, Parsed};
+use super::{
+    Conclusion, Diagnosis, Extra, Finding, FindingId, FlowSummary, Observed, Protocol, Question,
+    Severity, SourceReason,
+};
+use crate::collect::RouteQuery;
+use crate::collect::procfs::parse_ping_group_range;
+use crate::collect::snapshot::{NamespaceState, Snapshot};
+
+/// Accumulates findings and notes.
+pub(super) struct Ctx<'a> {
+    pub snap: &'a Snapshot,
+    pub q: &'a Question,
+    pub observed: Option<Observed>,
+    pub findings: Vec<Finding>,
+    pub examined: Vec<String>,
+    pub unreadable: Vec<String>,
+    /// The flow's source, once known.
+    pub src: Option<IpAddr>,
+}
+
+impl Ctx<'_> {
+    /// Whether the probe failed, or no probe ran (the state alone is judged).
+    pub fn failing_or_offline(&self) -> bool {
+        self.observed.as_ref().is_none_or(|o| !o.success)
+    }
+
+    /// The observed failure reason.
+    pub fn reason(&self) -> Option<Reason> {
+        self.observed.as_ref().and_then(|o| o.reason)
+    }
+
+    /// `observed: timeout` or `no probe ran`, for evidence.
+    pub fn observed_text(&self) -> String {
+        match &self.observed {
+            Some(o) if o.success => "the probe succeeded".to_string(),
+            Some(o) => format!(
+                "the probe failed with {}: {}",
+                o.reason.map_or("error", |r| r.as_str()),
+                o.message
+            ),
+            None => "no probe ran: judged from the recorded state alone".to_string(),
+        }
+    }
+
+    pub fn has_error(&self) -> bool {
+        self.findings.iter().any(|f| f.severity == Severity::Error)
+    }
+}
+
+/// Parses a namespace's rules and host model; what does not parse is unreadable.
+pub(super) fn parse<'a>(state: &'a NamespaceState, cx: &mut Ctx<'_>) -> (Parsed<'a>, HostModel) {
+    let rulesets = state.netns.rulesets().unwrap_or_else(|e| {
+        cx.unreadable
+            .push(format!("{}: {e}", state.netns.netns.describe()));
+        Vec::new()
+    });
+    let host = state.netns.host_model().unwrap_or_else(|e| {
+        cx.unreadable
+            .push(format!("{}: {e}", state.netns.netns.describe()));
+        let addrs = state.netns.addrs.iter();
+        addrs.fold(HostModel::default(), |h, a| {
+            h.with_addr(&a.iface, a.addr, a.prefix)
+        })
+    });
+    let counts: Vec<String> = rulesets
+        .iter()
+        .map(|rs| {
+            format!(
+                "{} {} {} rules",
+                netfilter::Backend::name_of(rs.backend),
+                rs.family.as_str(),
+                rs.rule_count()
+            )
+        })
+        .collect();
+    let tools: Vec<String> = state
+        .netns
+        .iptables
+        .iter()
+        .map(|d| format!("{} {}", d.tool.program(), d.capture.summary()))
+        .collect();
+    cx.examined.push(format!(
+        "{}: rules [{}] ({}); native nft tables not evaluated: [{}]",
+        state.netns.netns.describe(),
+        counts.join(", "),
+        tools.join("; "),
+        state.netns.native_nft_tables().join(", ")
+    ));
+    (Parsed { state, rulesets }, host)
+}
+
+pub(super) fn run(
+    snap: &Snapshot,
+    q: &Question,
+    observed: Option<Observed>,
+    extra: &Extra,
+) -> Diagnosis {
+    let mut cx = Ctx {
+        snap,
+        q,
+        observed,
+        findings: Vec::new(),
+        examined: Vec::new(),
+        unreadable: snap.unreadable(),
+        src: None,
+    };
+    let (prober, host) = parse(&snap.prober, &mut cx);
+    static_findings(&mut cx, &prober, extra);
+    let flow = analyze_flow(&mut cx, &prober, &host, extra);
+    if q.protocol == Protocol::Icmp
+        && !cx.has_error()
+        && cx.reason() == Some(Reason::PermissionDenied)
+    {
+        // Denied although the credentials look sufficient: report the observation, no guess.
+        icmp_permission(&mut cx, true);
+    }
+    finish(cx, flow)
+}
+
+fn finish(mut cx: Ctx<'_>, flow: Option<FlowSummary>) -> Diagnosis {
+    cx.findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+    let conclusion = if cx.has_error() {
+        Conclusion::Explained
+    } else if cx.observed.as_ref().is_some_and(|o| !o.success) {
+        Conclusion::Unexplained
+    } else {
+        Conclusion::Healthy
+    };
+    Diagnosis {
+        target: cx.q.target.clone(),
+        flow,
+        observed: cx.observed,
+        conclusion,
+        findings: cx.findings,
+        examined: cx.examined,
+        unreadable: cx.unreadable,
+    }
+}
+
+fn static_findings(cx: &mut Ctx<'_>, prober: &Parsed<'_>, extra: &Extra) {
+    cx.findings.extend(rules::dual_backend(prober));
+    cx.findings.extend(rules::missing_in_rules(prober));
+    for (name, text) in &extra.restore_payloads {
+        match rules::check_payload(name, text, &prober.rulesets, &mut cx.examined) {
+            Ok((f, _)) => cx.findings.extend(f),
+            Err(e) => cx.unreadable.push(e),
+        }
+    }
+}
+
+/// `icmp-permission-denied` from the credentials and `ping_group_range`. Returns whether the
+/// prober may open neither socket. With `observed_only`, reports the kernel's refusal even
+/// though the credentials look sufficient.
+fn icmp_permission(cx: &mut Ctx<'_>, observed_only: bool) -> bool {
+    let creds = &cx.snap.credentials;
+    let Some(c) = &creds.credentials else {
+        cx.examined
+            .push(format!("prober credentials unreadable (pid {})", creds.pid));
+        return false;
+    };
+    let range_text = cx.snap.prober.sysctl("net.ipv4.ping_group_range");
+    let range = range_text.and_then(parse_ping_group_range);
+    let gids = c.ping_gids();
+    let dgram_ok = range.is_some_and(|(lo, hi)| gids.iter().any(|g| (lo..=hi).contains(g)));
+    let raw_ok = c.has_net_raw();
+    let gid_list = gids
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let cred_line = format!(
+        "prober pid {} ({}): uid {} gid {} groups [{}], CapEff {:016x} (CAP_NET_RAW {}), CapAmb {:016x}, CapBnd {:016x}, NoNewPrivs {}",
+        c.pid,
+        c.name,
+        c.euid(),
+        c.egid(),
+        c.groups
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(" "),
+        c.cap_eff,
+        if raw_ok { "effective" } else { "not effective" },
+        c.cap_amb,
+        c.cap_bnd,
+        u8::from(c.no_new_privs)
+    );
+    let range_line = format!(
+        "net.ipv4.ping_group_range = {} in the {} (datagram ICMP sockets need the effective gid or a \
+         supplementary gid inside it; the default \"1 0\" admits nobody)",
+        range_text.unwrap_or("unreadable"),
+        cx.snap.prober.netns.netns.describe()
+    );
+    cx.examined.push(cred_line.clone());
+    cx.examined.push(range_line.clone());
+    let denied = !dgram_ok && !raw_ok;
+    let prober_is_other = !creds.is_self;
+    let report = if observed_only {
+        true
+    } else {
+        denied
+            && (cx.reason() == Some(Reason::PermissionDenied)
+                || cx.observed.is_none()
+                || prober_is_other)
+    };
+    if !report {
+        return false;
+    }
+    let summary = if observed_only {
+        format!(
+            "the kernel refused both ICMP sockets (datagram and raw) although gid(s) [{gid_list}] {} \
+             and CAP_NET_RAW is {}: a seccomp or LSM policy, or a user namespace, refuses them",
+            if dgram_ok {
+                "are inside ping_group_range"
+            } else {
+                "are outside ping_group_range"
+            },
+            if raw_ok { "effective" } else { "not effective" }
+        )
+    } else {
+        format!(
+            "the prober (pid {}, uid {}) may open neither ICMP socket: its gid(s) [{gid_list}] are outside \
+             net.ipv4.ping_group_range \"{}\" (datagram socket: EACCES) and it has no effective CAP_NET_RAW \
+             (raw socket: EPERM)",
+            c.pid,
+            c.euid(),
+            range_text.unwrap_or("?")
+        )
+    };
+    let gid = c.egid();
+    cx.findings.push(Finding {
+        id: FindingId::IcmpPermissionDenied,
+        severity: Severity::Error,
+        summary,
+        evidence: vec![cred_line, range_line, cx.observed_text()],
+        fixes: vec![
+            format!(
+                "widen the range in the prober's network namespace to include gid {gid}: \
+                 `sysctl -w net.ipv4.ping_group_range=\"{gid} {gid}\"` (or \"0 2147483647\"); in Kubernetes \
+                 the pod's securityContext.sysctls: [{{name: net.ipv4.ping_group_range, value: \"{gid} {gid}\"}}] \
+                 (a safe sysctl since Kubernetes 1.18; with hostNetwork the node's value applies)"
+            ),
+            "for a process running as root (uid 0): grant CAP_NET_RAW (securityContext.capabilities.add: [NET_RAW])"
+                .to_string(),
+            format!(
+                "adding NET_RAW does not help a non-root container (uid {}): the capability goes to the \
+                 bounding/permitted sets of root only; Kubernetes sets no ambient capabilities, so a \
+                 non-root process's CapEff stays empty (here CapAmb {:016x})",
+                c.euid(),
+                c.cap_amb
+            ),
+        ],
+    });
+    true
+}
+
+/// The route and source the flow takes; `None` (with findings or notes) when there is none.
+pub(super) struct RouteChoice {
+    pub src: IpAddr,
+    pub reason: SourceReason,
+    pub out_iface: Option<String>,
+    pub gateway: Option<IpAddr>,
+    pub text: String,
+}
+
+fn local_route_text(state: &NamespaceState, dst: IpAddr) -> Option<(String, Option<IpAddr>)> {
+    let json = state.local_table.ok_stdout()?;
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let mut best: Option<(u8, String, Option<IpAddr>)> = None;
+    for r in v.as_array()? {
+        let s = |k: &str| r.get(k).and_then(serde_json::Value::as_str);
+        if s("type") != Some("local") {
+            continue;
+        }
+        let Some(net) = s("dst").and_then(|d| Cidr::parse(d).ok()) else {
+            continue;
+        };
+        if !net.contains(dst) {
+            continue;
+        }
+        let len = net.prefix_len().unwrap_or(0);
+        if best.as_ref().is_some_and(|b| b.0 >= len) {
+            continue;
+        }
+        let src = s("prefsrc").and_then(|p| p.parse().ok());
+        let text = format!(
+            "local {} dev {} table local{}",
+            s("dst").unwrap_or("?"),
+            s("dev").unwrap_or("?"),
+            src.map_or(String::new(), |p: IpAddr| format!(" src {p}"))
+        );
+        best = Some((len, text, src));
+    }
+    best.map(|(_, t, s)| (t, s))
+}
+
+fn route_choice(cx: &mut Ctx<'_>, host: &HostModel) -> Option<RouteChoice> {
+    let q = cx.q;
+    let state = &cx.snap.prober;
+    let query = RouteQuery {
+        to: q.dst,
+        from: q.source,
+    };
+    let local = local_route_text(state, q.dst);
+    if let Some(l) = state.netns.route(query) {
+        let asked = l.capture.argv.join(" ");
+        let Some(r) = &l.route else {
+            let err = l.capture.stderr.lines().next().unwrap_or("").to_string();
+            no_route(cx, &format!("`{asked}`: {} {err}", l.capture.summary()));
+            return None;
+        };
+        if matches!(
+            r.kind.as_str(),
+            "unreachable" | "blackhole" | "prohibit" | "throw"
+        ) {
+            no_route(cx, &format!("`{asked}`: a {} route", r.kind));
+            return None;
+        }
+        let mut text = format!(
+            "{} {}{}{}{}",
+            r.kind,
+            q.dst,
+            r.gateway.map_or(String::new(), |g| format!(" via {g}")),
+            r.dev
+                .as_ref()
+                .map_or(String::new(), |d| format!(" dev {d}")),
+            r.prefsrc.map_or(String::new(), |s| format!(" src {s}"))
+        );
+        if r.kind == "local"
+            && let Some((t, _)) = &local
+        {
+            text = format!("{text} (from the route `{t}`)");
+        }
+        cx.examined.push(format!("route lookup `{asked}`: {text}"));
+        let (src, reason) = match (q.source, r.prefsrc) {
+            (Some(s), _) => (s, SourceReason::ExplicitBind),
+            (None, Some(p)) => (
+                p,
+                SourceReason::Route {
+                    route: text.clone(),
+                },
+            ),
+            (None, None) => {
+                cx.examined
+                    .push("the route lookup gave no preferred source".to_string());
+                return None;
+            }
+        };
+        return Some(RouteChoice {
+            src,
+            reason,
+            out_iface: r.dev.clone(),
+            gateway: r.gateway,
+            text,
+        });
+    }
+    // No lookup in the snapshot (taken without --target): the tables stand in for the kernel.
+    if let Some((t, prefsrc)) = local {
+        let src = q.source.or(prefsrc).or_else(|| {
+            let lo: IpAddr = if q.dst.is_ipv4() {
+                IpAddr::from([127, 0, 0, 1])
+            } else {
+                IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+            };
+            if q.dst.is_loopback() {
+                Some(lo)
+            } else {
+                Some(q.dst)
+            }
+        })?;
+        let reason = if q.source.is_some() {
+            SourceReason::ExplicitBind
+        } else {
+            SourceReason::Route { route: t.clone() }
+        };
+        cx.examined.push(format!(
+            "no route lookup for {} in the snapshot; the local table gives `{t}`",
+            q.dst
+        ));
+        return Some(RouteChoice {
+            src,
+            reason,
+            out_iface: Some("lo".to_string()),
+            gateway: None,
+            text: t,
+        });
+    }
+    let Some(dev) = host.route_dev(q.dst).map(str::to_string) else {
+        no_route(
+            cx,
+            &format!("no route to {} in the main table of the snapshot", q.dst),
+        );
+        return None;
+    };
+    let family = netfilter::Family::of(q.dst);
+    let src = q.source.or_else(|| host.sole_addr(&dev, family))?;
+    let text = format!("main table: {} dev {dev}", q.dst);
+    cx.examined.push(format!(
+        "no route lookup for {} in the snapshot; {text}, source {src} (the interface's address)",
+        q.dst
+    ));
+    Some(RouteChoice {
+        src,
+        reason: if q.source.is_some() {
+            SourceReason::ExplicitBind
+        } else {
+            SourceReason::Route {
+                route: text.clone(),
+            }
+        },
+        out_iface: Some(dev),
+        gateway: None,
+        text,
+    })
+}
+
+fn no_route(cx: &mut Ctx<'_>, evidence: &str) {
+    if !cx.failing_or_offline() {
+        cx.examined.push(format!("route: {evidence}"));
+        return;
+    }
+    cx.findings.push(Finding {
+        id: FindingId::NoRoute,
+        severity: Severity::Error,
+        summary: format!(
+            "the {} has no usable route to {}: the kernel fails the connect/send at once \
+             (ENETUNREACH/EHOSTUNREACH) and no packet leaves",
+            cx.snap.prober.netns.netns.describe(),
+            cx.q.dst
+        ),
+        evidence: vec![evidence.to_string(), cx.observed_text()],
+        fixes: vec![format!(
+            "add a route to {} (`ip route add {}/{} via GATEWAY`), or a default route",
+            cx.q.dst,
+            cx.q.dst,
+            if cx.q.dst.is_ipv4() { 32 } else { 128 }
+        )],
+    });
+}
+
+fn build_flow(q: &Question, src: IpAddr, origin: Origin) -> Flow {
+    match (q.protocol, q.dport) {
+        (Protocol::Icmp, _) => Flow::echo_request(origin, src, q.dst),
+        (Protocol::Tcp, Some(p)) => Flow::tcp(origin, src, q.dst, p),
+        (Protocol::Udp, Some(p)) => Flow::udp(origin, src, q.dst, p),
+        (Protocol::Tcp, None) => Flow::new(origin, 6, src, q.dst),
+        (Protocol::Udp, None) => Flow::new(origin, 17, src, q.dst),
+    }
+}
+
+/// Names what decided a drop/reject: `localnet-firewall`, `isolation-drop-all` (arrival in
+/// another namespace only) or `firewall-drop`. Returns whether a finding was added.
+pub(super) fn classify_drop(
+    cx: &mut Ctx<'_>,
+    t: &Trace,
+    ns: &str,
+    src_reason: Option<&SourceReason>,
+    in_target: bool,
+) -> bool {
+    if !matches!(t.verdict, Verdict::Drop | Verdict::Reject { .. }) {
+        return false;
+    }
+    let Some(rule) = &t.decided_by else {
+        return false;
+    };
+    let q = cx.q;
+    let mut evidence = vec![describe_rule(rule)];
+    evidence.extend(path(t, 12));
+    evidence.push(cx.observed_text());
+    let verb = if matches!(t.verdict, Verdict::Drop) {
+        "drops"
+    } else {
+        "rejects"
+    };
+    let flow_text = format!(
+        "{} {}-> {}{}",
+        q.protocol.as_str(),
+        cx.src.map_or(String::new(), |s| format!("{s} ")),
+        q.dst,
+        q.dport.map_or(String::new(), |p| format!(":{p}"))
+    );
+    let finding = if let (Some(src), true) = (cx.src, is_localnet_rule(rule))
+        && localnet_flow(src, q.dst)
+    {
+        let why = match src_reason {
+            Some(SourceReason::ExplicitBind) => format!("the check's socket is bound to {src}"),
+            Some(SourceReason::Route { route }) => {
+                format!("the kernel chose {src} from the route `{route}`")
+            }
+            None => format!("the source is {src}"),
+        };
+        let localnet = cx
+            .snap
+            .prober
+            .sysctl("net.ipv4.conf.all.route_localnet")
+            .unwrap_or("?");
+        evidence.insert(1, format!("source {src}: {why}"));
+        evidence.push(format!("net.ipv4.conf.all.route_localnet = {localnet}"));
+        if q.protocol == Protocol::Tcp {
+            evidence.push(
+                "a SYN dropped on this host is retried silently: the check times out, it is not refused"
+                    .to_string(),
+            );
+        }
+        Finding {
+            id: FindingId::LocalnetFirewall,
+            severity: Severity::Error,
+            summary: format!(
+                "{}'s localnet rule {verb} {flow_text} from the non-loopback source {src} ({why})",
+                rule.chain
+            ),
+            evidence,
+            fixes: vec![
+                format!(
+                    "send the check from a loopback source: bind the checker to 127.0.0.1, or drop the \
+                     route's `src` (`ip route replace local 127.0.0.0/8 dev lo table local` without \
+                     `src {src}`)"
+                ),
+                format!(
+                    "or serve the health endpoint on a non-loopback address (e.g. {src}) and check that"
+                ),
+                "kubelet adds this rule when route_localnet=1 (kube-proxy localhostNodePorts); with \
+                 kube-proxy `localhostNodePorts: false` (iptables.localhostNodePorts) route_localnet \
+                 is not needed"
+                    .to_string(),
+            ],
+        }
+    } else if in_target && is_drop_all(rule) {
+        Finding {
+            id: FindingId::IsolationDropAll,
+            severity: Severity::Error,
+            summary: format!(
+                "chain {} in the {ns} drops everything (the pod-isolation pattern): the kubelet's \
+                 liveness probe fails, and after failureThreshold × periodSeconds (default 3 × 10 s) the \
+                 kubelet restarts the container, losing the files written since it started",
+                rule.chain
+            ),
+            evidence,
+            fixes: vec![
+                format!(
+                    "to isolate without a restart, let the kubelet's probes through first: insert \
+                     `-s {} -p {}{} -j ACCEPT` before the DROP in chain {}",
+                    cx.src.map_or("NODE_IP".to_string(), |s| s.to_string()),
+                    q.protocol.as_str(),
+                    q.dport.map_or(String::new(), |p| format!(" --dport {p}")),
+                    rule.chain
+                ),
+                "collect the evidence (copy files out, checkpoint the container) before isolating"
+                    .to_string(),
+                format!(
+                    "to release: delete the jump to {} and the chain",
+                    rule.chain
+                ),
+            ],
+        }
+    } else {
+        Finding {
+            id: FindingId::FirewallDrop,
+            severity: Severity::Error,
+            summary: format!(
+                "{} {} {verb} {flow_text} in the {ns}",
+                netfilter::Backend::name_of(rule.backend),
+                rule.rule_number
+                    .map_or(format!("chain {} policy", rule.chain), |n| format!(
+                        "rule {n} of {} {}",
+                        rule.table, rule.chain
+                    )),
+            ),
+            evidence,
+            fixes: vec![format!(
+                "allow the flow before that rule, e.g. `{} -t {} -I {} {} -p {}{} -d {} -j ACCEPT`, or \
+                 remove the rule if it is not meant for this traffic",
+                tool_for(rule),
+                rule.table,
+                rule.chain,
+                rule.rule_number.unwrap_or(1),
+                q.protocol.as_str(),
+                match (q.protocol, q.dport) {
+                    (Protocol::Icmp, _) if q.dst.is_ipv4() =>
+                        " --icmp-type echo-request".to_string(),
+                    (Protocol::Icmp, _) => " --icmpv6-type echo-request".to_string(),
+                    (_, Some(p)) => format!(" --dport {p}"),
+                    _ => String::new(),
+                },
+                q.dst
+            )],
+        }
+    };
+    cx.findings.push(finding);
+    true
+}
+
+fn tool_for(r: &netfilter::eval::RuleRef) -> &'static str {
+    match (r.backend, r.family) {
+        (Some(netfilter::Backend::Legacy), netfilter::Family::Ipv4) => "iptables-legacy",
+        (Some(netfilter::Backend::Legacy), netfilter::Family::Ipv6) => "ip6tables-legacy",
+        (_, netfilter::Family::Ipv4) => "iptables-nft",
+        (_, netfilter::Family::Ipv6) => "ip6tables-nft",
+    }
+}
+
+fn analyze_flow(
+    cx: &mut Ctx<'_>,
+    prober: &Parsed<'_>,
+    host: &HostModel,
+    extra: &Extra,
+) -> Option<FlowSummary> {
+    let q = cx.q;
+    if q.protocol == Protocol::Icmp && icmp_permission(cx, false) {
+        return None;
+    }
+    let route = route_choice(cx, host)?;
+    cx.src = Some(route.src);
+    let summary = FlowSummary {
+        protocol: q.protocol,
+        src: Some(route.src),
+        src_reason: Some(route.reason.clone()),
+        dst: q.dst,
+        dport: q.dport,
+        out_iface: route.out_iface.clone(),
+    };
+    let mut flow = build_flow(q, route.src, Origin::LocalOutput);
+    flow.out_iface.clone_from(&route.out_iface);
+    if let Some(c) = &cx.snap.credentials.credentials {
+        flow.uid = Some(c.euid());
+        flow.gid = Some(c.egid());
+    }
+    let ns = cx.snap.prober.netns.netns.describe();
+    let traces = trace(&prober.rulesets, host, &flow);
+    let out = traces.branches.first().cloned();
+    cx.examined.push(format!(
+        "output path in the {ns}: {} ({} step(s))",
+        verdict_text(&traces.verdict()),
+        out.as_ref().map_or(0, |t| t.steps.len())
+    ));
+    let failing = cx.failing_or_offline();
+    if let Some(t) = &out
+        && failing
+        && classify_drop(cx, t, &ns, Some(&route.reason), false)
+    {
+        source_selection(cx, &route);
+        return Some(summary);
+    }
+    let dst_local = host.is_local(q.dst) || q.dst.is_loopback();
+    if dst_local {
+        local_delivery(cx, &cx.snap.prober, &route.text);
+        return Some(summary);
+    }
+    if let Some(target) = &cx.snap.target {
+        let src = out
+            .as_ref()
+            .and_then(|t| {
+                t.nat
+                    .iter()
+                    .rev()
+                    .find(|n| matches!(n.kind, NatKind::Snat | NatKind::Masquerade))
+            })
+            .and_then(|n| n.to.addr)
+            .unwrap_or(route.src);
+        let flow_in = build_flow(q, src, Origin::Input);
+        arrival(cx, &target.state, flow_in);
+        return Some(summary);
+    }
+    let dnat = out.as_ref().is_some_and(|t| {
+        t.nat
+            .iter()
+            .any(|n| matches!(n.kind, NatKind::Dnat | NatKind::Redirect))
+    });
+    remote(cx, prober, host, &route, dnat, extra);
+    Some(summary)
+}
+
+fn verdict_text(v: &Verdict) -> String {
+    match v {
+        Verdict::Undetermined { reason } => format!("undetermined ({reason})"),
+        other => other.as_str().to_string(),
+    }
+}
+
+/// `source-address-selection`: the route gave a source of another scope than the destination
+/// (a non-loopback source for a loopback destination, or a source not on the output interface).
+fn source_selection(cx: &mut Ctx<'_>, route: &RouteChoice) {
+    let SourceReason::Route { route: text } = &route.reason else {
+        return;
+    };
+    if !localnet_flow(route.src, cx.q.dst) {
+        return;
+    }
+    cx.findings.push(Finding {
+        id: FindingId::SourceAddressSelection,
+        severity: Severity::Warning,
+        summary: format!(
+            "for {} the kernel picks source {} (not a loopback address) because the route carries `src {}`",
+            cx.q.dst, route.src, route.src
+        ),
+        evidence: vec![format!("route: {text}")],
+        fixes: vec![format!(
+            "remove the preferred source from the local route: `ip route replace local 127.0.0.0/8 dev lo \
+             table local` (the kernel then uses 127.0.0.1), or bind the check to 127.0.0.1"
+        )],
+    });
+}
+
+/// Parses `NamespaceState` rules for the arrival path.
+pub(super) fn parse_target(state: &NamespaceState, cx: &mut Ctx<'_>) -> (Vec<Ruleset>, HostModel) {
+    let (p, h) = parse(state, cx);
+    (p.rulesets, h)
+}
