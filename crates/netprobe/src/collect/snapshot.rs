@@ -52,7 +52,7 @@ pub const SYSCTLS: &[&str] = &[
 pub struct NamespaceState {
     /// Rules of every backend, ipsets, addresses, routes and route lookups.
     pub netns: NetnsSnapshot,
-    /// Sysctl values (trimmed text) by dotted name; a sysctl that does not exist is absent.
+    /// Sysctl values (whitespace collapsed to single spaces) by dotted name; a sysctl that does not exist is absent.
     pub sysctls: BTreeMap<String, String>,
     /// `/proc/thread-self/net/ip_tables_names`: the IPv4 legacy tables loaded (`None`: unreadable,
     /// e.g. `ip_tables` not built).
@@ -303,7 +303,8 @@ pub fn namespace_state(
             let path = format!("/proc/sys/{}", name.replace('.', "/"));
             match std::fs::read_to_string(&path) {
                 Ok(v) => {
-                    sysctls.insert(name, v.trim().to_string());
+                    // Whitespace collapsed: `ping_group_range` is printed with a tab.
+                    sysctls.insert(name, v.split_whitespace().collect::<Vec<_>>().join(" "));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => unreadable.push(format!("{path}: {e}")),

@@ -140,7 +140,7 @@ pub fn run_snapshot(args: &SnapshotArgs) -> u8 {
     });
     match serde_json::to_string_pretty(&snap) {
         Ok(t) => {
-            println!("{t}");
+            out(&format!("{t}\n"));
             crate::oneshot::EXIT_OK
         }
         Err(e) => usage("snapshot", false, &format!("cannot serialise: {e}")),
@@ -213,11 +213,20 @@ fn payloads(paths: &[PathBuf]) -> Result<Extra, String> {
     Ok(extra)
 }
 
+/// Writes to stdout, ignoring a closed pipe (`netprobe diagnose … | head`).
+fn out(text: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
 fn print(d: &Diagnosis, json_out: bool) {
     if json_out {
-        println!("{}", serde_json::to_string_pretty(d).unwrap_or_default());
+        out(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(d).unwrap_or_default()
+        ));
     } else {
-        print!("{}", render_human(d));
+        out(&render_human(d));
     }
 }
 

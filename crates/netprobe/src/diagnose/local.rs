@@ -5,7 +5,8 @@
 use netfilter::eval::{Flow, HostModel, trace};
 use probe::Reason;
 
-use super::analyze::{Ctx, classify_drop, parse_target};
+use super::analyze::{Ctx, parse_target};
+use super::drop::classify_drop;
 use super::{Finding, FindingId, Protocol, Severity};
 use crate::collect::procfs::SocketProto;
 use crate::collect::snapshot::NamespaceState;

@@ -8,6 +8,7 @@
 
 mod analyze;
 pub mod cli;
+mod drop;
 mod firewall;
 mod local;
 mod question;

@@ -1,0 +1,159 @@
+//! Naming what decided a drop or reject: `localnet-firewall`, `isolation-drop-all` or
+//! `firewall-drop`, with the rule, the path that led there and a fix.
+
+use netfilter::eval::{Trace, Verdict};
+
+use super::analyze::Ctx;
+use super::firewall::{describe_rule, is_drop_all, is_localnet_rule, localnet_flow, path};
+use super::{Finding, FindingId, Protocol, Severity, SourceReason};
+
+/// Names what decided a drop/reject: `localnet-firewall`, `isolation-drop-all` (arrival in
+/// another namespace only) or `firewall-drop`. Returns whether a finding was added.
+pub(super) fn classify_drop(
+    cx: &mut Ctx<'_>,
+    t: &Trace,
+    ns: &str,
+    src_reason: Option<&SourceReason>,
+    in_target: bool,
+) -> bool {
+    if !matches!(t.verdict, Verdict::Drop | Verdict::Reject { .. }) {
+        return false;
+    }
+    let Some(rule) = &t.decided_by else {
+        return false;
+    };
+    let q = cx.q;
+    let mut evidence = vec![describe_rule(rule)];
+    evidence.extend(path(t, 12));
+    evidence.push(cx.observed_text());
+    let verb = if matches!(t.verdict, Verdict::Drop) {
+        "drops"
+    } else {
+        "rejects"
+    };
+    let flow_text = format!(
+        "{} {}-> {}{}",
+        q.protocol.as_str(),
+        cx.src.map_or(String::new(), |s| format!("{s} ")),
+        q.dst,
+        q.dport.map_or(String::new(), |p| format!(":{p}"))
+    );
+    let finding = if let (Some(src), true) = (cx.src, is_localnet_rule(rule))
+        && localnet_flow(src, q.dst)
+    {
+        let why = match src_reason {
+            Some(SourceReason::ExplicitBind) => format!("the check's socket is bound to {src}"),
+            Some(SourceReason::Route { route }) => {
+                format!("the kernel chose {src} from the route `{route}`")
+            }
+            None => format!("the source is {src}"),
+        };
+        let localnet = cx
+            .snap
+            .prober
+            .sysctl("net.ipv4.conf.all.route_localnet")
+            .unwrap_or("?");
+        evidence.insert(1, format!("source {src}: {why}"));
+        evidence.push(format!("net.ipv4.conf.all.route_localnet = {localnet}"));
+        if q.protocol == Protocol::Tcp {
+            evidence.push(
+                "a SYN dropped on this host is retried silently: the check times out, it is not refused"
+                    .to_string(),
+            );
+        }
+        Finding {
+            id: FindingId::LocalnetFirewall,
+            severity: Severity::Error,
+            summary: format!(
+                "{}'s localnet rule {verb} {flow_text} from the non-loopback source {src} ({why})",
+                rule.chain
+            ),
+            evidence,
+            fixes: vec![
+                format!(
+                    "send the check from a loopback source: bind the checker to 127.0.0.1, or drop the \
+                     route's `src` (`ip route replace local 127.0.0.0/8 dev lo table local` without \
+                     `src {src}`)"
+                ),
+                format!(
+                    "or serve the health endpoint on a non-loopback address (e.g. {src}) and check that"
+                ),
+                "kubelet adds this rule when route_localnet=1 (kube-proxy localhostNodePorts); with \
+                 kube-proxy `localhostNodePorts: false` (iptables.localhostNodePorts) route_localnet \
+                 is not needed"
+                    .to_string(),
+            ],
+        }
+    } else if in_target && is_drop_all(rule) {
+        Finding {
+            id: FindingId::IsolationDropAll,
+            severity: Severity::Error,
+            summary: format!(
+                "chain {} in the {ns} drops everything (the pod-isolation pattern): the kubelet's \
+                 liveness probe fails, and after failureThreshold × periodSeconds (default 3 × 10 s) the \
+                 kubelet restarts the container, losing the files written since it started",
+                rule.chain
+            ),
+            evidence,
+            fixes: vec![
+                format!(
+                    "to isolate without a restart, let the kubelet's probes through first: insert \
+                     `-s {} -p {}{} -j ACCEPT` before the DROP in chain {}",
+                    cx.src.map_or("NODE_IP".to_string(), |s| s.to_string()),
+                    q.protocol.as_str(),
+                    q.dport.map_or(String::new(), |p| format!(" --dport {p}")),
+                    rule.chain
+                ),
+                "collect the evidence (copy files out, checkpoint the container) before isolating"
+                    .to_string(),
+                format!(
+                    "to release: delete the jump to {} and the chain",
+                    rule.chain
+                ),
+            ],
+        }
+    } else {
+        Finding {
+            id: FindingId::FirewallDrop,
+            severity: Severity::Error,
+            summary: format!(
+                "{} {} {verb} {flow_text} in the {ns}",
+                netfilter::Backend::name_of(rule.backend),
+                rule.rule_number
+                    .map_or(format!("chain {} policy", rule.chain), |n| format!(
+                        "rule {n} of {} {}",
+                        rule.table, rule.chain
+                    )),
+            ),
+            evidence,
+            fixes: vec![format!(
+                "allow the flow before that rule, e.g. `{} -t {} -I {} {} -p {}{} -d {} -j ACCEPT`, or \
+                 remove the rule if it is not meant for this traffic",
+                tool_for(rule),
+                rule.table,
+                rule.chain,
+                rule.rule_number.unwrap_or(1),
+                q.protocol.as_str(),
+                match (q.protocol, q.dport) {
+                    (Protocol::Icmp, _) if q.dst.is_ipv4() =>
+                        " --icmp-type echo-request".to_string(),
+                    (Protocol::Icmp, _) => " --icmpv6-type echo-request".to_string(),
+                    (_, Some(p)) => format!(" --dport {p}"),
+                    _ => String::new(),
+                },
+                q.dst
+            )],
+        }
+    };
+    cx.findings.push(finding);
+    true
+}
+
+fn tool_for(r: &netfilter::eval::RuleRef) -> &'static str {
+    match (r.backend, r.family) {
+        (Some(netfilter::Backend::Legacy), netfilter::Family::Ipv4) => "iptables-legacy",
+        (Some(netfilter::Backend::Legacy), netfilter::Family::Ipv6) => "ip6tables-legacy",
+        (_, netfilter::Family::Ipv4) => "iptables-nft",
+        (_, netfilter::Family::Ipv6) => "ip6tables-nft",
+    }
+}
