@@ -2,7 +2,7 @@
 //! namespace(s) that matter, versioned and serialisable (`netprobe snapshot` prints it).
 //!
 //! Kernel-facing: [`take`] enters each namespace with [`run_in`] (setns on a dedicated thread)
-//! and reads there, besides the [`NetnsSnapshot`] of [`collect`](super::collect):
+//! and reads there, besides the [`NetnsSnapshot`] of [`collect`](super::collect()):
 //! * sysctls from `/proc/sys/net/…` ([`SYSCTLS`], plus `rp_filter` / `forwarding` of every
 //!   interface): `/proc/sys/net` follows the reading thread's network namespace;
 //! * `/proc/thread-self/net/ip_tables_names` and `ip6_tables_names` (the x_tables tables loaded
