@@ -103,7 +103,9 @@ pub fn owner_of(addr: IpAddr, prober: &NetnsTarget) -> (Option<NetnsTarget>, Vec
                 return (Some(t), notes);
             }
             Ok(false) => {}
-            Err(e) => notes.push(format!("{}: {e}", t.describe())),
+            // A process that exited since the listing is common; a few examples suffice.
+            Err(e) if notes.len() < 5 => notes.push(format!("{}: {e}", t.describe())),
+            Err(_) => {}
         }
     }
     if total > MAX_CANDIDATES {

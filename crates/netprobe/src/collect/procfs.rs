@@ -174,6 +174,7 @@ pub fn parse_status(pid: u32, text: &str) -> Result<Credentials, String> {
         let v = field(name).ok_or_else(|| format!("no {name}: line"))?;
         u64::from_str_radix(v, 16).map_err(|_| format!("{name}: {v:?} is not a hex mask"))
     };
+    let (uid, gid) = (ids("Uid")?, ids("Gid")?);
     let groups = field("Groups")
         .ok_or("no Groups: line")?
         .split_whitespace()
@@ -183,8 +184,8 @@ pub fn parse_status(pid: u32, text: &str) -> Result<Credentials, String> {
     Ok(Credentials {
         pid,
         name: field("Name").unwrap_or("").to_string(),
-        uid: ids("Uid")?,
-        gid: ids("Gid")?,
+        uid,
+        gid,
         groups,
         cap_eff: mask("CapEff")?,
         cap_amb: mask("CapAmb")?,

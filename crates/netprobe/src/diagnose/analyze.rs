@@ -37,9 +37,14 @@ pub(super) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Whether the probe failed, or no probe ran (the state alone is judged).
+    /// Whether the probe failed in a way the network can explain, or no probe ran (the state
+    /// alone is judged). A failure after the connection was made (an HTTP status, TLS, a
+    /// condition, a gRPC status, a garbled reply) is not the network's: flow findings are not
+    /// looked for then.
     pub fn failing_or_offline(&self) -> bool {
-        self.observed.as_ref().is_none_or(|o| !o.success)
+        self.observed
+            .as_ref()
+            .is_none_or(|o| !o.success && o.reason.is_none_or(network_reason))
     }
 
     /// The observed failure reason.
@@ -63,6 +68,21 @@ impl Ctx<'_> {
     pub fn has_error(&self) -> bool {
         self.findings.iter().any(|f| f.severity == Severity::Error)
     }
+}
+
+/// Reasons a packet-path cause can explain: no answer, a refusal, an unreachable, a socket the
+/// kernel refused, a DNS query without answer, or an unclassified error.
+fn network_reason(r: Reason) -> bool {
+    matches!(
+        r,
+        Reason::Timeout
+            | Reason::ConnectionRefused
+            | Reason::HostUnreachable
+            | Reason::NetworkUnreachable
+            | Reason::PermissionDenied
+            | Reason::DnsError
+            | Reason::Error
+    )
 }
 
 /// Parses a namespace's rules and host model; what does not parse is unreadable.
@@ -122,6 +142,16 @@ pub(super) fn run(
         unreadable: snap.unreadable(),
         src: None,
     };
+    if let Some(o) = &cx.observed
+        && !o.success
+        && !cx.failing_or_offline()
+    {
+        cx.examined.push(format!(
+            "the probe reached the service and failed with {}: the packet path is not the cause, \
+             so no flow finding is looked for",
+            o.reason.map_or("error", |r| r.as_str())
+        ));
+    }
     let (prober, host) = parse(&snap.prober, &mut cx);
     static_findings(&mut cx, &prober, extra);
     let flow = analyze_flow(&mut cx, &prober, &host, extra);

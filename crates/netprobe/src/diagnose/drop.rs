@@ -22,6 +22,18 @@ pub(super) fn classify_drop(
     let Some(rule) = &t.decided_by else {
         return false;
     };
+    // A silent drop cannot produce a refusal: the observation contradicts the rules (a rule
+    // the evaluator does not model, or state that changed), so no drop is claimed.
+    if matches!(t.verdict, Verdict::Drop)
+        && let Some(r @ (probe::Reason::ConnectionRefused | probe::Reason::ConnectionReset)) =
+            cx.reason()
+    {
+        cx.examined.push(format!(
+            "the rules predict a drop by {} but the probe saw {r}: not reported as the cause",
+            describe_rule(rule)
+        ));
+        return false;
+    }
     let q = cx.q;
     let mut evidence = vec![describe_rule(rule)];
     evidence.extend(path(t, 12));

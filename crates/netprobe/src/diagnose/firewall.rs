@@ -58,10 +58,11 @@ fn body(text: &str) -> Vec<&str> {
     }
 }
 
-/// Whether the rule drops everything: no match at all, only `-j DROP` (or a DROP policy).
+/// Whether the rule drops everything: no match at all, only `-j DROP` (a comment aside). A
+/// chain's DROP policy is not: its chain may accept other traffic first.
 pub(super) fn is_drop_all(r: &RuleRef) -> bool {
     if r.rule_number.is_none() {
-        return r.text.split_whitespace().any(|w| w == "DROP");
+        return false;
     }
     let b = body(&r.text);
     // A comment does not narrow the match.

@@ -251,3 +251,6 @@ pub fn diagnose(
         extra,
     )
 }
+
+#[cfg(test)]
+mod tests;
