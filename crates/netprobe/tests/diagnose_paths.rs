@@ -76,10 +76,24 @@ fn no_route_and_remote_unreachable() {
     // A default route to a gateway that does not forward: the SYN leaves, nothing answers.
     node.ip(&["route", "add", "default", "via", "198.51.100.254"])
         .unwrap();
-    let d = diagnose(&["--netns", node.name(), "tcp://192.0.2.99:80"], 1);
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("saved.json");
+    let saved = saved.to_str().unwrap();
+    let args = [
+        "--netns",
+        node.name(),
+        "--save-snapshot",
+        saved,
+        "tcp://192.0.2.99:80",
+    ];
+    let d = diagnose(&args, 1);
     assert_eq!(ids(&d), ["remote-unreachable"], "{d:#}");
     let f = finding(&d, "remote-unreachable");
     assert!(evidence(f).contains("via 198.51.100.254"), "{f:#}");
+    // The saved snapshot carries the observed timeout: offline gives the same answer.
+    let off = diagnose(&["tcp://192.0.2.99:80", "--snapshot", saved], 1);
+    assert_eq!(ids(&off), ids(&d), "{off:#}");
+    assert_eq!(off["observed"], d["observed"]);
 }
 
 #[test]

@@ -12,10 +12,10 @@ use netfilter::{Cidr, Ruleset};
 use probe::Reason;
 
 use super::drop::classify_drop;
-use super::firewall::localnet_flow;
 use super::local::{arrival, local_delivery};
 use super::remote::remote;
 use super::rules::{self, Parsed};
+use super::source::source_selection;
 use super::{
     Conclusion, Diagnosis, Extra, Finding, FindingId, FlowSummary, Observed, Protocol, Question,
     Severity, SourceReason,
@@ -574,30 +574,6 @@ fn verdict_text(v: &Verdict) -> String {
         Verdict::Undetermined { reason } => format!("undetermined ({reason})"),
         other => other.as_str().to_string(),
     }
-}
-
-/// `source-address-selection`: the route gave a source of another scope than the destination
-/// (a non-loopback source for a loopback destination, or a source not on the output interface).
-fn source_selection(cx: &mut Ctx<'_>, route: &RouteChoice) {
-    let SourceReason::Route { route: text } = &route.reason else {
-        return;
-    };
-    if !localnet_flow(route.src, cx.q.dst) {
-        return;
-    }
-    cx.findings.push(Finding {
-        id: FindingId::SourceAddressSelection,
-        severity: Severity::Warning,
-        summary: format!(
-            "for {} the kernel picks source {} (not a loopback address) because the route carries `src {}`",
-            cx.q.dst, route.src, route.src
-        ),
-        evidence: vec![format!("route: {text}")],
-        fixes: vec![format!(
-            "remove the preferred source from the local route: `ip route replace local 127.0.0.0/8 dev lo \
-             table local` (the kernel then uses 127.0.0.1), or bind the check to 127.0.0.1"
-        )],
-    });
 }
 
 /// Parses `NamespaceState` rules for the arrival path.

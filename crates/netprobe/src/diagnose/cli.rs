@@ -73,6 +73,9 @@ pub struct DiagnoseArgs {
     /// Diagnose from a snapshot file (`netprobe snapshot`) instead of probing and collecting.
     #[arg(long, value_name = "FILE")]
     pub snapshot: Option<PathBuf>,
+    /// Also write the snapshot taken (with the probe's outcome) to FILE, for `--snapshot` later.
+    #[arg(long, value_name = "FILE", conflicts_with = "snapshot")]
+    pub save_snapshot: Option<PathBuf>,
     /// An `iptables-restore` payload to check against the rules (repeatable).
     #[arg(long = "restore-payload", value_name = "FILE")]
     pub restore_payloads: Vec<PathBuf>,
@@ -278,7 +281,16 @@ pub async fn run_diagnose(args: DiagnoseArgs) -> u8 {
         })
         .await;
         match probed {
-            Ok(Ok((o, s))) => (s, Some(o)),
+            Ok(Ok((o, s))) => {
+                if let Some(path) = &args.save_snapshot {
+                    let text = serde_json::to_string_pretty(&s).unwrap_or_default();
+                    if let Err(e) = std::fs::write(path, text) {
+                        let msg = format!("--save-snapshot {}: {e}", path.display());
+                        return usage("diagnose", args.json, &msg);
+                    }
+                }
+                (s, Some(o))
+            }
             Ok(Err(e)) => return usage("diagnose", args.json, &e),
             Err(e) => return usage("diagnose", args.json, &format!("collector task: {e}")),
         }

@@ -15,6 +15,7 @@ mod question;
 mod remote;
 mod render;
 mod rules;
+mod source;
 
 use std::net::IpAddr;
 

@@ -130,6 +130,7 @@ pub(super) fn remote(
     }
     let timeout_like = matches!(cx.reason(), Some(Reason::Timeout | Reason::HostUnreachable));
     if timeout_like && !cx.has_error() {
+        super::source::foreign_source(cx, route, host);
         cx.findings.push(Finding {
             id: FindingId::RemoteUnreachable,
             severity: Severity::Error,
