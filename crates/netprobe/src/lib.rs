@@ -2,6 +2,8 @@
 //!
 //! Data flow: [`config`] → probers (`probe` crate) → [`scheduler`] → outcome → [`conditions`] →
 //! [`state`] (thresholds) → store / [`metrics`] / logs; [`server`] reads the live state and the store.
+//! Diagnosis: [`collect::snapshot::take`] (kernel-facing) → [`collect::snapshot::Snapshot`] →
+//! [`diagnose::diagnose`] (pure) → [`diagnose::Diagnosis`].
 #![deny(missing_docs)]
 
 pub mod check;

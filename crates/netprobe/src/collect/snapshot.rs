@@ -31,7 +31,8 @@ use super::{NetnsError, NetnsSnapshot, NetnsTarget, RouteQuery, collect, run_in}
 pub const SNAPSHOT_VERSION: u32 = 1;
 
 /// The fixed sysctls read in every namespace (dotted names, as `sysctl` prints them). Per
-/// interface, `net.ipv4.conf.IFACE.{rp_filter,forwarding}` are read too. The bridge one exists
+/// interface, `net.ipv4.conf.IFACE.{rp_filter,forwarding,route_localnet}` and
+/// `net.ipv6.conf.IFACE.forwarding` are read too. The bridge one exists
 /// only while `br_netfilter` is loaded.
 pub const SYSCTLS: &[&str] = &[
     "net.ipv4.ping_group_range",
@@ -298,6 +299,7 @@ pub fn namespace_state(
             for key in ["rp_filter", "forwarding", "route_localnet"] {
                 names.push(format!("net.ipv4.conf.{i}.{key}"));
             }
+            names.push(format!("net.ipv6.conf.{i}.forwarding"));
         }
         for name in names {
             let path = format!("/proc/sys/{}", name.replace('.', "/"));

@@ -300,23 +300,32 @@ pub async fn run_diagnose(args: DiagnoseArgs) -> u8 {
     d.exit_code()
 }
 
-/// `netprobe check --diagnose`: the diagnosis of a failed one-shot check, probed from the
-/// current namespace by netprobe itself. `Err` carries a message for a target that has no flow
-/// (exec) or a collection failure.
-pub async fn after_check(target: &str, outcome: &Outcome) -> Result<Diagnosis, String> {
-    let q = Question::from_target(target, None).map_err(|e| e.to_string())?;
+/// Takes a snapshot of the current namespace for `q` (netprobe's own credentials; the
+/// destination's namespace searched for) and diagnoses it with `outcome`. Blocking collection
+/// runs on tokio's blocking pool. For `netprobe run`: call it when a check turns unhealthy (rate
+/// limit it per check: a snapshot runs ~10 tools, each bounded by
+/// [`TOOL_TIMEOUT`](crate::collect::TOOL_TIMEOUT)). `Err`: the namespace could not be read.
+pub async fn diagnose_now(q: &Question, outcome: Option<&Outcome>) -> Result<Diagnosis, String> {
     let ns = NsArgs {
         netns: None,
         pid: None,
         as_pid: None,
         target_netns: None,
         target_pid: None,
-        source: None,
+        source: q.source,
     };
-    let req = request(&ns, Some(&q), None);
+    let req = request(&ns, Some(q), None);
     let snap = tokio::task::spawn_blocking(move || snapshot::take(&req))
         .await
         .map_err(|e| format!("collector task: {e}"))?
         .map_err(|e| e.to_string())?;
-    Ok(diagnose(&snap, &q, Some(outcome), &Extra::default()))
+    Ok(diagnose(&snap, q, outcome, &Extra::default()))
+}
+
+/// `netprobe check --diagnose`: the diagnosis of a failed one-shot check, probed from the
+/// current namespace by netprobe itself. `Err` carries a message for a target that has no flow
+/// (exec) or a collection failure.
+pub async fn after_check(target: &str, outcome: &Outcome) -> Result<Diagnosis, String> {
+    let q = Question::from_target(target, None).map_err(|e| e.to_string())?;
+    diagnose_now(&q, Some(outcome)).await
 }

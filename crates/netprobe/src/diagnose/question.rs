@@ -172,6 +172,34 @@ impl Question {
     }
 }
 
+impl Question {
+    /// The flow of a configured check (`netprobe run`): its target written as `netprobe check`
+    /// takes it, then [`Question::from_target`]. Errors: an exec check (no flow), or a target
+    /// that does not resolve.
+    pub fn from_spec(spec: &crate::config::ProbeSpec) -> Result<Question, QuestionError> {
+        use crate::config::ProbeSpec;
+        let target = match spec {
+            ProbeSpec::Icmp(c) => format!("icmp://{}", c.host),
+            ProbeSpec::Tcp(c) => format!("tcp://{}", c.address),
+            ProbeSpec::Http(c) => c.url.clone(),
+            ProbeSpec::Dns(c) => {
+                let server = match c.server.parse::<IpAddr>() {
+                    Ok(IpAddr::V6(a)) => format!("[{a}]"),
+                    _ => c.server.clone(),
+                };
+                format!("dns://{server}/{}", c.query)
+            }
+            ProbeSpec::Grpc(c) => format!("grpc://{}", c.address),
+            ProbeSpec::Exec(_) => {
+                return Err(QuestionError::Form(
+                    "an exec check sends no packet of its own: nothing to diagnose".into(),
+                ));
+            }
+        };
+        Question::from_target(&target, None)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
@@ -201,5 +229,15 @@ mod tests {
         assert!(
             Question::from_target("tcp://127.0.0.1:1", Some("fd00::1".parse().unwrap())).is_err()
         );
+        let spec =
+            crate::oneshot::parse_target("dns://[fd00::53]:5353/a.test", None, false).unwrap();
+        let q = Question::from_spec(&spec).unwrap();
+        assert_eq!((q.protocol, q.dport), (Protocol::Udp, Some(5353)));
+        let spec = crate::oneshot::parse_target("dns://fd00::53/a.test", None, false);
+        if let Ok(spec) = spec {
+            assert_eq!(Question::from_spec(&spec).unwrap().dport, Some(53));
+        }
+        let spec = crate::oneshot::parse_target("http://192.0.2.1/x", None, false).unwrap();
+        assert_eq!(Question::from_spec(&spec).unwrap().dport, Some(80));
     }
 }
