@@ -207,3 +207,42 @@ fn bad_input_is_said_clearly() {
         "{d:#}"
     );
 }
+
+/// IPv6: ip6tables (legacy) drops ICMPv6 echo requests on arrival in the target namespace.
+#[test]
+fn ipv6_echo_request_dropped_on_arrival() {
+    let src = Netns::new("dgsix").unwrap();
+    let dst = Netns::new("dgsixp").unwrap();
+    let _v = Veth::connect(&src, "fd00:dd::1/64", &dst, "fd00:dd::2/64").unwrap();
+    let args = [
+        "--netns",
+        src.name(),
+        "--target-netns",
+        dst.name(),
+        "icmp://fd00:dd::2",
+    ];
+    let d = diagnose(&args, 0);
+    assert!(ids(&d).is_empty(), "{d:#}");
+    rule(
+        &dst,
+        "ip6tables-legacy",
+        &[
+            "-A",
+            "INPUT",
+            "-p",
+            "ipv6-icmp",
+            "--icmpv6-type",
+            "echo-request",
+            "-j",
+            "DROP",
+        ],
+    );
+    let d = diagnose(&args, 1);
+    assert_eq!(ids(&d), ["firewall-drop"], "{d:#}");
+    let ev = evidence(finding(&d, "firewall-drop"));
+    assert!(
+        ev.contains("legacy ipv6 table filter chain INPUT rule 1"),
+        "{ev}"
+    );
+    assert!(ev.contains("route used: unicast fd00:dd::2"), "{ev}");
+}

@@ -34,6 +34,8 @@ pub(super) struct Ctx<'a> {
     pub unreadable: Vec<String>,
     /// The flow's source, once known.
     pub src: Option<IpAddr>,
+    /// Why that source (the route used, or an explicit bind), once known.
+    pub src_reason: Option<SourceReason>,
 }
 
 impl Ctx<'_> {
@@ -141,6 +143,7 @@ pub(super) fn run(
         examined: Vec::new(),
         unreadable: snap.unreadable(),
         src: None,
+        src_reason: None,
     };
     if let Some(o) = &cx.observed
         && !o.success
@@ -510,6 +513,7 @@ fn analyze_flow(
     }
     let route = route_choice(cx, host)?;
     cx.src = Some(route.src);
+    cx.src_reason = Some(route.reason.clone());
     let summary = FlowSummary {
         protocol: q.protocol,
         src: Some(route.src),

@@ -125,6 +125,15 @@ pub(super) fn classify_drop(
             ],
         }
     } else {
+        match (src_reason, cx.src) {
+            (Some(SourceReason::Route { route }), _) => {
+                evidence.push(format!("route used: {route}"));
+            }
+            (Some(SourceReason::ExplicitBind), Some(src)) => {
+                evidence.push(format!("source {src}: the check's socket is bound to it"));
+            }
+            _ => {}
+        }
         Finding {
             id: FindingId::FirewallDrop,
             severity: Severity::Error,

@@ -47,7 +47,7 @@ pub(super) fn arrival(cx: &mut Ctx<'_>, state: &NamespaceState, mut flow: Flow) 
     ));
     if let Some(t) = &t
         && cx.failing_or_offline()
-        && classify_drop(cx, t, &ns, None, true)
+        && classify_drop(cx, t, &ns, cx.src_reason.clone().as_ref(), true)
     {
         return;
     }
