@@ -20,9 +20,9 @@ use super::{
     Conclusion, Diagnosis, Extra, Finding, FindingId, FlowSummary, Observed, Protocol, Question,
     Severity, SourceReason,
 };
-use crate::collect::RouteQuery;
 use crate::collect::procfs::parse_ping_group_range;
 use crate::collect::snapshot::{NamespaceState, Snapshot};
+use crate::collect::{CaptureStatus, RouteQuery};
 
 /// Accumulates findings and notes.
 pub(super) struct Ctx<'a> {
@@ -102,6 +102,24 @@ pub(super) fn parse<'a>(state: &'a NamespaceState, cx: &mut Ctx<'_>) -> (Parsed<
             h.with_addr(&a.iface, a.addr, a.prefix)
         })
     });
+    // A tool that ran and failed (permissions, a kernel module missing) left a gap; a tool that
+    // is not installed is only noted in `examined`.
+    let captures = state
+        .netns
+        .iptables
+        .iter()
+        .map(|d| &d.capture)
+        .chain([&state.netns.ipset, &state.netns.addresses]);
+    for c in captures {
+        if !matches!(c.status, CaptureStatus::Ok | CaptureStatus::Missing) {
+            cx.unreadable.push(format!(
+                "{}: `{}` {}",
+                state.netns.netns.describe(),
+                c.argv.join(" "),
+                c.summary()
+            ));
+        }
+    }
     let counts: Vec<String> = rulesets
         .iter()
         .map(|rs| {
