@@ -1,8 +1,8 @@
 //! `netprobe diagnose`, `snapshot` and `check --diagnose` against real kernels: each incident of
 //! DESIGN.md reproduced in lab network namespaces, the finding asserted with its evidence, the
 //! healthy and closed-port cases as negatives, and every lab diagnosed again offline from a
-//! `netprobe snapshot` file alone. Needs root, iproute2, iptables (both backends), setpriv and
-//! python3: fails, never skips, where they are missing. Addresses: documentation ranges and
+//! `netprobe snapshot` file alone. Needs root, iproute2 and iptables (both backends) and setpriv:
+//! fails, never skips, where they are missing. Addresses: documentation ranges and
 //! loopback, inside the lab's own namespaces only.
 #![allow(
     clippy::unwrap_used,
@@ -195,16 +195,7 @@ fn kube_firewall(ns: &Netns) {
 #[test]
 fn health_check_dropped_by_kube_firewall_localnet_rule() {
     let (node, _peer, _v) = host_with_peer("dglocal", "198.51.100.5/24", "198.51.100.6/24");
-    let _server = node
-        .spawn(&[
-            "python3",
-            "-m",
-            "http.server",
-            "--bind",
-            "127.0.0.2",
-            "9099",
-        ])
-        .unwrap();
+    let _server = serve_http(&node, "127.0.0.2:9099");
     wait_listening(&node, "127.0.0.2:9099");
     kube_firewall(&node);
     let target = "http://127.0.0.2:9099/";
@@ -346,16 +337,7 @@ fn kube_proxy_cannot_program_services() {
 #[test]
 fn pod_isolation_fails_the_liveness_probe() {
     let (node, pod, _v) = host_with_peer("dgiso", "192.0.2.1/24", "192.0.2.2/24");
-    let _server = pod
-        .spawn(&[
-            "python3",
-            "-m",
-            "http.server",
-            "--bind",
-            "192.0.2.2",
-            "8080",
-        ])
-        .unwrap();
+    let _server = serve_http(&pod, "192.0.2.2:8080");
     wait_listening(&pod, "192.0.2.2:8080");
     let target = "http://192.0.2.2:8080/";
     let args = ["--netns", node.name(), "--target-netns", pod.name(), target];

@@ -131,3 +131,47 @@ pub fn rule(ns: &Netns, tool: &str, args: &[&str]) {
     argv.extend_from_slice(args);
     ns.exec_ok(&argv).unwrap();
 }
+
+/// A minimal HTTP/1.0 server (every request gets `200 ok`) listening on `addr` inside `ns`: the
+/// socket is bound on a thread that entered the namespace, then served from a plain thread that
+/// polls it (bounded: it stops when dropped, or after 120 s).
+pub struct HttpServer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+pub fn serve_http(ns: &Netns, addr: &str) -> HttpServer {
+    use std::io::{Read as _, Write as _};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let a: std::net::SocketAddr = addr.parse().unwrap();
+    let listener = ns
+        .run_in(move || std::net::TcpListener::bind(a))
+        .unwrap()
+        .unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
+            match listener.accept() {
+                Ok((mut s, _)) => {
+                    let _ = s.set_nonblocking(false);
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf);
+                    let _ = s.write_all(
+                        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    );
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+    HttpServer { stop }
+}
