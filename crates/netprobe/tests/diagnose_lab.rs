@@ -330,6 +330,25 @@ fn kube_proxy_cannot_program_services() {
     a.sort();
     b.sort();
     assert_eq!(a, b, "{off:#}");
+
+    // The chain exists, but only in the legacy backend; Kubernetes' markers are in nf_tables,
+    // and the nft restore still fails.
+    rule(
+        &node,
+        "iptables-legacy",
+        &["-t", "nat", "-N", "KUBE-MARK-DROP"],
+    );
+    let o = in_ns(&node, &["iptables-nft-restore", "-w", "--noflush", p]);
+    assert!(
+        !o.status.success(),
+        "iptables-nft-restore accepted the payload"
+    );
+    let d = diagnose(&args, 1);
+    let s = finding(&d, "missing-chain")["summary"].to_string();
+    assert!(
+        s.contains("exists only in the legacy backend, while Kubernetes' marker chains are in nft"),
+        "{s}"
+    );
 }
 
 /// (e) A "pod" namespace serving HTTP, isolated with a DROP-all chain; the kubelet-like HTTP

@@ -307,16 +307,21 @@ fn icmp_permission(cx: &mut Ctx<'_>, observed_only: bool) -> bool {
                 "widen the range in the prober's network namespace to include gid {gid}: \
                  `sysctl -w net.ipv4.ping_group_range=\"{gid} {gid}\"` (or \"0 2147483647\"); in Kubernetes \
                  the pod's securityContext.sysctls: [{{name: net.ipv4.ping_group_range, value: \"{gid} {gid}\"}}] \
-                 (a safe sysctl since Kubernetes 1.18; with hostNetwork the node's value applies)"
+                 (a safe sysctl; with hostNetwork the node's value applies)"
             ),
             "for a process running as root (uid 0): grant CAP_NET_RAW (securityContext.capabilities.add: [NET_RAW])"
                 .to_string(),
             format!(
-                "adding NET_RAW does not help a non-root container (uid {}): the capability goes to the \
-                 bounding/permitted sets of root only; Kubernetes sets no ambient capabilities, so a \
-                 non-root process's CapEff stays empty (here CapAmb {:016x})",
+                "adding NET_RAW does not help a non-root container (uid {}): Kubernetes sets no ambient \
+                 capabilities, so an added capability is not effective for a non-root uid (here CapAmb \
+                 {:016x}); file capabilities on the binary (`setcap cap_net_raw+ep`) {}",
                 c.euid(),
-                c.cap_amb
+                c.cap_amb,
+                if c.no_new_privs {
+                    "do not help either: NoNewPrivs is set, so execve grants none"
+                } else {
+                    "would, if the runtime allows them"
+                }
             ),
         ],
     });

@@ -90,9 +90,9 @@ pub(super) fn classify_drop(
                 format!(
                     "or serve the health endpoint on a non-loopback address (e.g. {src}) and check that"
                 ),
-                "kubelet adds this rule when route_localnet=1 (kube-proxy localhostNodePorts); with \
-                 kube-proxy `localhostNodePorts: false` (iptables.localhostNodePorts) route_localnet \
-                 is not needed"
+                "the rule is kubelet's (KUBE-FIREWALL, always installed, not configurable) and, with \
+                 `localhostNodePorts`, kube-proxy's copy; kube-proxy `iptables.localhostNodePorts: false` \
+                 removes only kube-proxy's copy, so fix the source or the endpoint instead"
                     .to_string(),
             ],
         }
@@ -103,7 +103,9 @@ pub(super) fn classify_drop(
             summary: format!(
                 "chain {} in the {ns} drops everything (the pod-isolation pattern): the kubelet's \
                  liveness probe fails, and after failureThreshold × periodSeconds (default 3 × 10 s) the \
-                 kubelet restarts the container, losing the files written since it started",
+                 kubelet restarts the container, losing the files written since it started; the rule \
+                 lives in the pod's network namespace, which outlives the container, so the restarted \
+                 container fails again (a crash loop)",
                 rule.chain
             ),
             evidence,

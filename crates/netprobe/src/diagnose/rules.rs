@@ -108,6 +108,29 @@ fn holders(
         .collect()
 }
 
+/// The backends holding Kubernetes' marker chains (kubelet's `KUBE-IPTABLES-HINT`,
+/// `KUBE-KUBELET-CANARY`, kube-proxy's `KUBE-PROXY-CANARY`) for `family`: the backend Kubernetes
+/// restores its rules with.
+fn kube_backends(rulesets: &[Ruleset], family: netfilter::Family) -> Vec<&'static str> {
+    const MARKERS: [&str; 3] = [
+        "KUBE-IPTABLES-HINT",
+        "KUBE-KUBELET-CANARY",
+        "KUBE-PROXY-CANARY",
+    ];
+    let mut out = Vec::new();
+    for rs in rulesets.iter().filter(|rs| rs.family == family) {
+        let marked = rs
+            .tables
+            .iter()
+            .any(|t| t.chains.iter().any(|c| MARKERS.contains(&c.name.as_str())));
+        let name = Backend::name_of(rs.backend);
+        if marked && !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
+}
+
 /// A restore payload checked against the kernel's rules: every chain it uses without declaring
 /// it that the kernel does not have either. Returns the findings and the payload's rules (for
 /// `service-not-programmed` evidence), or the parse error.
@@ -134,36 +157,67 @@ pub(super) fn check_payload(
                     .find(|r| r.line == u.line)
             })
             .map_or(String::new(), |r| r.text.clone());
-        if have.is_empty() {
+        let kube = kube_backends(live, family);
+        let only_elsewhere =
+            !have.is_empty() && !kube.is_empty() && !have.iter().any(|b| kube.contains(b));
+        if have.is_empty() || only_elsewhere {
+            let (where_, consequence) = if have.is_empty() {
+                (
+                    "which exists in no iptables backend of this namespace".to_string(),
+                    "iptables-restore fails and the whole payload is rejected",
+                )
+            } else {
+                (
+                    format!(
+                        "which exists only in the {} backend, while Kubernetes' marker chains are in {}",
+                        have.join(" and "),
+                        kube.join(" and ")
+                    ),
+                    "restored with the Kubernetes backend, iptables-restore fails and the whole payload is rejected",
+                )
+            };
+            let mut fixes = vec![
+                format!(
+                    "create the chain in the backend the payload is restored with \
+                     (`iptables -t {} -N {}`), or update the component that writes the payload \
+                     so that it declares every chain it uses",
+                    u.table, u.chain
+                ),
+                "check that kube-proxy and kubelet use the same iptables backend as the host \
+                 (legacy vs nf_tables): a chain created in one is invisible to the other"
+                    .to_string(),
+            ];
+            if u.chain == "KUBE-MARK-DROP" {
+                fixes.push(
+                    "kubelet no longer creates KUBE-MARK-DROP since the IPTablesOwnershipCleanup \
+                     feature went GA (KEP-3178, kubernetes PR #119374); a component that still jumps \
+                     to it must create it itself, or be upgraded"
+                        .to_string(),
+                );
+            }
             out.push(Finding {
                 id: FindingId::MissingChain,
                 severity: Severity::Error,
                 summary: format!(
                     "restore payload {name} line {} uses chain {} (table {}) which it does not declare and \
-                     which exists in no iptables backend of this namespace: iptables-restore fails and the \
-                     whole payload is rejected (kube-proxy then programs no Service rules)",
+                     {where_}: {consequence} (kube-proxy then programs no Service rules)",
                     u.line, u.chain, u.table
                 ),
                 evidence: vec![
                     format!("{name} line {}: {rule_text}", u.line),
                     format!(
-                        "chain {} is absent from table {} of every {} ruleset collected",
+                        "chain {} in table {} of the {} rulesets collected: {}",
                         u.chain,
                         u.table,
-                        family.as_str()
+                        family.as_str(),
+                        if have.is_empty() {
+                            "absent from every backend".to_string()
+                        } else {
+                            format!("present in {}", have.join(", "))
+                        }
                     ),
                 ],
-                fixes: vec![
-                    format!(
-                        "create the chain in the backend the payload is restored with \
-                         (`iptables -t {} -N {}`), or update the component that writes the payload \
-                         so that it declares every chain it uses",
-                        u.table, u.chain
-                    ),
-                    "check that kube-proxy and kubelet use the same iptables backend as the host \
-                     (legacy vs nf_tables): a chain created in one is invisible to the other"
-                        .to_string(),
-                ],
+                fixes,
             });
         } else {
             present.push(format!("{} (in {})", u.chain, have.join(", ")));
