@@ -24,14 +24,11 @@ fn inode(target: &NetnsTarget) -> Option<(u64, u64)> {
 }
 
 /// The namespaces to look in: named ones first (stable names), then by pid, without the
-/// prober's own and without duplicates.
+/// prober's own and without duplicates. netprobe's own namespace is a candidate when the prober
+/// is elsewhere (a node address seen from a pod); it is found through netprobe's pid.
 fn candidates(exclude: &NetnsTarget, notes: &mut Vec<String>) -> Vec<NetnsTarget> {
     let mut seen = BTreeSet::new();
     if let Some(i) = inode(exclude) {
-        seen.insert(i);
-    }
-    // netprobe's own namespace is never the destination's "other" namespace either.
-    if let Some(i) = inode(&NetnsTarget::Current) {
         seen.insert(i);
     }
     let mut out = Vec::new();
