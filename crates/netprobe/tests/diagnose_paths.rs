@@ -246,3 +246,35 @@ fn ipv6_echo_request_dropped_on_arrival() {
     );
     assert!(ev.contains("route used: unicast fd00:dd::2"), "{ev}");
 }
+
+/// `netprobe check --diagnose` (text): the check's verdict, then the diagnosis.
+#[test]
+fn check_then_diagnosis_in_text() {
+    let ns = Netns::new("dgcheck").unwrap();
+    let o = in_ns(&ns, &[BIN, "check", "tcp://127.0.0.1:1", "--diagnose"]);
+    assert_eq!(code(&o), 1, "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("FAIL (connection-refused)"), "{out}");
+    assert!(
+        out.contains("diagnosis of tcp://127.0.0.1:1: findings explain the failure"),
+        "{out}"
+    );
+    assert!(
+        out.contains("[error] port-closed: nothing listens on tcp 127.0.0.1:1"),
+        "{out}"
+    );
+    // A success prints no diagnosis.
+    let o = in_ns(
+        &ns,
+        &[
+            BIN,
+            "check",
+            "icmp://127.0.0.1",
+            "--count",
+            "1",
+            "--diagnose",
+        ],
+    );
+    assert_eq!(code(&o), 0);
+    assert!(!text(&o.stdout).contains("diagnosis"));
+}
