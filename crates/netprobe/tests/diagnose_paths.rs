@@ -263,6 +263,14 @@ fn check_then_diagnosis_in_text() {
         out.contains("[error] port-closed: nothing listens on tcp 127.0.0.1:1"),
         "{out}"
     );
+    // UDP (a DNS check): the port unreachable is a refusal too; the UDP sockets are read.
+    let d = diagnose(&["--netns", ns.name(), "dns://127.0.0.1/example.test"], 1);
+    assert_eq!(ids(&d), ["port-closed"], "{d:#}");
+    assert!(
+        finding(&d, "port-closed")["summary"]
+            .to_string()
+            .contains("udp 127.0.0.1:53")
+    );
     // A success prints no diagnosis.
     let o = in_ns(
         &ns,

@@ -269,6 +269,18 @@ CapEff:\t0000000000000000\nCapBnd:\t000001ffffffffff\nCapAmb:\t0000000000000000\
         );
     }
 
+    proptest::proptest! {
+        /// Whatever the kernel (or a corrupted snapshot) holds, the parsers return, never panic.
+        #[test]
+        fn parsers_never_panic(text in "\\PC{0,400}", hexy in "[0-9A-F: \n]{0,300}") {
+            let _ = parse_socket_table(&text, SocketProto::Tcp);
+            let _ = parse_socket_table(&format!("h\n 0: {hexy}"), SocketProto::Udp);
+            let _ = parse_status(1, &text);
+            let _ = parse_status(1, &format!("Uid:\t{hexy}\nGid:\t{hexy}\nGroups:\t{hexy}\nCapEff:\t{hexy}"));
+            let _ = parse_ping_group_range(&text);
+        }
+    }
+
     #[test]
     fn reads_ping_group_range() {
         assert_eq!(parse_ping_group_range("1\t0\n"), Some((1, 0)));

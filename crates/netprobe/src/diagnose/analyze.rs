@@ -87,7 +87,9 @@ fn network_reason(r: Reason) -> bool {
     )
 }
 
-/// Parses a namespace's rules and host model; what does not parse is unreadable.
+/// Parses a namespace's rules and host model; what does not parse is unreadable. The native
+/// nftables ruleset (`NetnsSnapshot::nft_json`) is not evaluated yet: its parser is the hook
+/// to add here, next to the `*-save` rulesets.
 pub(super) fn parse<'a>(state: &'a NamespaceState, cx: &mut Ctx<'_>) -> (Parsed<'a>, HostModel) {
     let rulesets = state.netns.rulesets().unwrap_or_else(|e| {
         cx.unreadable
