@@ -76,8 +76,11 @@ pub(super) fn remote(
             }
         }
     }
-    let kube = !kube_chains.is_empty() || !payload_rules.is_empty();
-    if q.protocol != Protocol::Icmp && default_only && !dnat && kube {
+    let neighbours = programmed_neighbours(prober, q.dst);
+    // A Service VIP, not any remote address: a payload names it, or kube-proxy programs other
+    // ClusterIPs next to it (the same /16, or /112 for IPv6: Service CIDRs are wider).
+    let vip = !payload_rules.is_empty() || (!kube_chains.is_empty() && !neighbours.is_empty());
+    if q.protocol != Protocol::Icmp && default_only && !dnat && vip {
         let mut evidence = vec![
             format!(
                 "{} is not an address of this host or of any namespace scanned",
@@ -94,6 +97,12 @@ pub(super) fn remote(
                 .iter()
                 .map(|c| format!("Kubernetes rules present: {c}")),
         );
+        if !neighbours.is_empty() {
+            evidence.push(format!(
+                "kube-proxy programs ClusterIPs next to it in nat KUBE-SERVICES: {}",
+                neighbours.join(", ")
+            ));
+        }
         evidence.extend(
             payload_rules
                 .iter()
@@ -170,4 +179,37 @@ pub(super) fn remote(
             fixes: vec!["start the service, or check the port in the check's target".to_string()],
         });
     }
+}
+
+/// ClusterIPs (`-d ADDR/32` or `/128` in nat `KUBE-SERVICES`) in the same /16 (IPv4) or /112
+/// (IPv6) as `dst`, at most five.
+fn programmed_neighbours(prober: &Parsed<'_>, dst: std::net::IpAddr) -> Vec<String> {
+    let (host_len, wide) = if dst.is_ipv4() { (32, 16) } else { (128, 112) };
+    let Some(net) = Cidr::new(dst, wide) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = Vec::new();
+    for rs in &prober.rulesets {
+        let Some(chain) = rs
+            .table(netfilter::TableName::Nat)
+            .and_then(|t| t.chain("KUBE-SERVICES"))
+        else {
+            continue;
+        };
+        for r in &chain.rules {
+            let words: Vec<&str> = r.text.split_whitespace().collect();
+            let vips = words
+                .windows(2)
+                .filter(|w| w[0] == "-d" || w[0] == "--destination")
+                .filter_map(|w| Cidr::parse(w[1]).ok())
+                .filter(|c| c.prefix_len() == Some(host_len) && net.contains(c.addr()));
+            for v in vips {
+                let v = v.addr().to_string();
+                if out.len() < 5 && !out.contains(&v) {
+                    out.push(v);
+                }
+            }
+        }
+    }
+    out
 }

@@ -241,3 +241,64 @@ fn snapshot_versions_are_checked() {
         Err(SnapshotError::NotJson(_))
     ));
 }
+
+/// A node with a default route via 198.51.100.254 and kube-proxy's nat KUBE-SERVICES holding
+/// one ClusterIP, 203.0.113.20.
+fn node_with_services() -> Snapshot {
+    let rules = "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n\
+:KUBE-SERVICES - [0:0]\n:KUBE-SVC-A - [0:0]\n-A OUTPUT -j KUBE-SERVICES\n\
+-A KUBE-SERVICES -d 203.0.113.20/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-A\n\
+-A KUBE-SVC-A -p tcp -j DNAT --to-destination 198.51.100.9:8080\nCOMMIT\n";
+    let mut snap = snapshot(rules, Vec::new());
+    snap.prober.netns.table_routes = vec![crate::collect::ip::TableRoute {
+        dst: "0.0.0.0/0".into(),
+        dev: "eth0".into(),
+    }];
+    for dst in ["203.0.113.10", "192.0.2.80"] {
+        snap.prober.netns.routes.push(RouteLookup {
+            query: RouteQuery {
+                to: dst.parse().unwrap(),
+                from: None,
+            },
+            capture: ok(&format!("ip -j route get {dst}"), "[]"),
+            route: Some(Route {
+                kind: "unicast".into(),
+                dev: Some("eth0".into()),
+                prefsrc: Some("198.51.100.5".parse().unwrap()),
+                gateway: Some("198.51.100.254".parse().unwrap()),
+            }),
+        });
+    }
+    snap
+}
+
+#[test]
+fn a_vip_next_to_programmed_ones_is_a_service_other_remotes_are_not() {
+    let snap = node_with_services();
+    let timeout = failed(Reason::Timeout);
+    let d = diagnose(
+        &snap,
+        &q("tcp://203.0.113.10:80"),
+        Some(&timeout),
+        &Extra::default(),
+    );
+    assert_eq!(d.ids(), [FindingId::ServiceNotProgrammed], "{d:#?}");
+    assert!(
+        d.findings[0]
+            .evidence
+            .iter()
+            .any(|e| e.contains("203.0.113.20"))
+    );
+    // The programmed one is DNATed: not this finding (and the evaluator follows the DNAT).
+    let d = diagnose(
+        &snap,
+        &q("tcp://192.0.2.80:80"),
+        Some(&timeout),
+        &Extra::default(),
+    );
+    assert_eq!(d.ids(), [FindingId::RemoteUnreachable], "{d:#?}");
+    // Offline, a silent remote is not judged: nothing observed, nothing claimed.
+    let d = diagnose(&snap, &q("tcp://192.0.2.80:80"), None, &Extra::default());
+    assert!(d.ids().is_empty(), "{d:#?}");
+    assert_eq!(d.conclusion, Conclusion::Healthy);
+}
