@@ -205,6 +205,7 @@ fn finish(mut cx: Ctx<'_>, flow: Option<FlowSummary>) -> Diagnosis {
         findings: cx.findings,
         examined: cx.examined,
         unreadable: cx.unreadable,
+        taken_at_unix_ms: cx.snap.taken_at_unix_ms,
     }
 }
 

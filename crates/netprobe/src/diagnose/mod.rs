@@ -211,6 +211,10 @@ pub struct Diagnosis {
     pub examined: Vec<String>,
     /// What could not be read.
     pub unreadable: Vec<String>,
+    /// When the snapshot diagnosed was taken, Unix time in milliseconds (0 in a diagnosis
+    /// stored before this field existed).
+    #[serde(default)]
+    pub taken_at_unix_ms: u64,
 }
 
 impl Diagnosis {
