@@ -97,6 +97,10 @@ pub struct SnapshotArgs {
     /// up and its namespace searched for.
     #[arg(long)]
     pub target: Option<String>,
+    /// Accepted like every reporting verb's; the snapshot is always JSON (with it, errors are too:
+    /// `{"error": "…"}`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn usage(verb: &str, json_out: bool, msg: &str) -> u8 {
@@ -128,14 +132,14 @@ pub fn run_snapshot(args: &SnapshotArgs) -> u8 {
             Ok(a) => (None, Some(a)),
             Err(_) => match Question::from_target(t, args.ns.source) {
                 Ok(q) => (Some(q), None),
-                Err(e) => return usage("snapshot", false, &format!("--target: {e}")),
+                Err(e) => return usage("snapshot", args.json, &format!("--target: {e}")),
             },
         },
     };
     let req = request(&args.ns, q.as_ref(), dst);
     let mut snap = match snapshot::take(&req) {
         Ok(s) => s,
-        Err(e) => return usage("snapshot", false, &e.to_string()),
+        Err(e) => return usage("snapshot", args.json, &e.to_string()),
     };
     snap.recorded = args.target.clone().map(|target| Recorded {
         target,
@@ -146,7 +150,7 @@ pub fn run_snapshot(args: &SnapshotArgs) -> u8 {
             out(&format!("{t}\n"));
             crate::oneshot::EXIT_OK
         }
-        Err(e) => usage("snapshot", false, &format!("cannot serialise: {e}")),
+        Err(e) => usage("snapshot", args.json, &format!("cannot serialise: {e}")),
     }
 }
 
