@@ -284,7 +284,7 @@ fn kube_proxy_cannot_program_services() {
     std::fs::write(
         &payload,
         "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-WEB - [0:0]\n\
-         -A KUBE-SERVICES -d 203.0.113.10/32 -p tcp -m comment --comment \"default/web cluster IP\" -m tcp --dport 80 -j KUBE-SVC-WEB\n\
+         -A KUBE-SERVICES -d 203.0.113.213/32 -p tcp -m comment --comment \"default/web cluster IP\" -m tcp --dport 80 -j KUBE-SVC-WEB\n\
          -A KUBE-SVC-WEB -m comment --comment \"default/web has no endpoints\" -j KUBE-MARK-DROP\n\
          COMMIT\n",
     )
@@ -297,7 +297,7 @@ fn kube_proxy_cannot_program_services() {
         "iptables-nft-restore accepted the payload"
     );
 
-    let target = "tcp://203.0.113.10:80";
+    let target = "tcp://203.0.113.213:80";
     let args = ["--netns", node.name(), "--restore-payload", p, target];
     let d = diagnose(&args, 1);
     let got = ids(&d);
@@ -320,7 +320,7 @@ fn kube_proxy_cannot_program_services() {
     );
     assert!(dual.contains("KUBE-IPTABLES-HINT"), "{dual}");
     let svc = evidence(finding(&d, "service-not-programmed"));
-    assert!(svc.contains("-d 203.0.113.10/32"), "{svc}");
+    assert!(svc.contains("-d 203.0.113.213/32"), "{svc}");
     assert!(svc.contains("via 198.51.100.254"), "{svc}");
 
     let snap = ["--netns", node.name(), "--target", target];

@@ -68,10 +68,10 @@ fn no_route_and_remote_unreachable() {
     let node = Netns::new("dgroute").unwrap();
     let gw = Netns::new("dgroutep").unwrap();
     let _v = Veth::connect(&node, "198.51.100.1/24", &gw, "198.51.100.254/24").unwrap();
-    let d = diagnose(&["--netns", node.name(), "tcp://192.0.2.99:80"], 1);
+    let d = diagnose(&["--netns", node.name(), "tcp://192.0.2.219:80"], 1);
     assert_eq!(ids(&d), ["no-route"], "{d:#}");
     assert_eq!(d["observed"]["reason"], "network-unreachable");
-    assert!(evidence(finding(&d, "no-route")).contains("ip -j route get 192.0.2.99"));
+    assert!(evidence(finding(&d, "no-route")).contains("ip -j route get 192.0.2.219"));
 
     // A default route to a gateway that does not forward: the SYN leaves, nothing answers.
     node.ip(&["route", "add", "default", "via", "198.51.100.254"])
@@ -84,14 +84,14 @@ fn no_route_and_remote_unreachable() {
         node.name(),
         "--save-snapshot",
         saved,
-        "tcp://192.0.2.99:80",
+        "tcp://192.0.2.219:80",
     ];
     let d = diagnose(&args, 1);
     assert_eq!(ids(&d), ["remote-unreachable"], "{d:#}");
     let f = finding(&d, "remote-unreachable");
     assert!(evidence(f).contains("via 198.51.100.254"), "{f:#}");
     // The saved snapshot carries the observed timeout: offline gives the same answer.
-    let off = diagnose(&["tcp://192.0.2.99:80", "--snapshot", saved], 1);
+    let off = diagnose(&["tcp://192.0.2.219:80", "--snapshot", saved], 1);
     assert_eq!(ids(&off), ids(&d), "{off:#}");
     assert_eq!(off["observed"], d["observed"]);
 }
