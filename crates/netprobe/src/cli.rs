@@ -68,7 +68,17 @@ pub enum Command {
         /// Print the outcome as JSON.
         #[arg(long)]
         json: bool,
+        /// After a failure, diagnose it (snapshot of this host's state, findings with evidence).
+        #[arg(long)]
+        diagnose: bool,
     },
+    /// Probe a target once and name the cause of a failure from the host's own state (rules of
+    /// every backend, routes and source address, sysctls, credentials, listening sockets), with
+    /// evidence and fixes; exit 0 healthy, 1 failure (findings, or none that explain it), 2 bad input.
+    Diagnose(crate::diagnose::cli::DiagnoseArgs),
+    /// Print the diagnosis snapshot of a network namespace as JSON (`diagnose --snapshot FILE`
+    /// reads it, on any machine).
+    Snapshot(crate::diagnose::cli::SnapshotArgs),
     /// Trace one flow through netfilter rulesets (saved, or read live from a network namespace):
     /// which rule of which backend, table and chain decides it, hook by hook, with NAT; exit 0
     /// accept, 1 drop/reject/undetermined, 2 bad input. Native `nft -j` rulesets are collected

@@ -2,6 +2,8 @@
 //!
 //! Data flow: [`config`] → probers (`probe` crate) → [`scheduler`] → outcome → [`conditions`] →
 //! [`state`] (thresholds) → store / [`metrics`] / logs; [`server`] reads the live state and the store.
+//! Diagnosis: [`collect::snapshot::take`] (kernel-facing) → [`collect::snapshot::Snapshot`] →
+//! [`diagnose::diagnose`] (pure) → [`diagnose::Diagnosis`].
 #![deny(missing_docs)]
 
 pub mod check;
@@ -9,6 +11,7 @@ pub mod cli;
 pub mod collect;
 pub mod conditions;
 pub mod config;
+pub mod diagnose;
 pub mod logging;
 pub mod metrics;
 pub mod oneshot;

@@ -38,6 +38,7 @@ fn main() -> ExitCode {
                 conditions,
                 insecure,
                 json,
+                diagnose,
             } => {
                 let args = netprobe::oneshot::CheckArgs {
                     target,
@@ -46,9 +47,12 @@ fn main() -> ExitCode {
                     conditions,
                     insecure,
                     json,
+                    diagnose,
                 };
                 netprobe::oneshot::check(args).await
             }
+            Command::Diagnose(args) => netprobe::diagnose::cli::run_diagnose(args).await,
+            Command::Snapshot(args) => netprobe::diagnose::cli::run_snapshot(&args),
             Command::Trace(args) => netprobe::trace::run_trace(&args),
             Command::Rules {
                 command:

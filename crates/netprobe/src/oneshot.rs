@@ -34,6 +34,8 @@ pub struct CheckArgs {
     pub insecure: bool,
     /// JSON output.
     pub json: bool,
+    /// After a failure, print the diagnosis (`--diagnose`).
+    pub diagnose: bool,
 }
 
 /// Turns a one-shot target into a probe spec.
@@ -142,14 +144,24 @@ pub async fn check(args: CheckArgs) -> u8 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     let (outcome, results) = conditions::apply(outcome, &conds, now);
+    let diagnosis = if args.diagnose && !outcome.success {
+        Some(crate::diagnose::cli::after_check(&args.target, &outcome).await)
+    } else {
+        None
+    };
     if args.json {
-        let doc = json!({
+        let mut doc = json!({
             "target": prober.target(),
             "kind": prober.kind(),
             "success": outcome.success,
             "outcome": outcome,
             "conditions": results,
         });
+        match &diagnosis {
+            Some(Ok(d)) => doc["diagnosis"] = json!(d),
+            Some(Err(e)) => doc["diagnosis_error"] = json!(e),
+            None => {}
+        }
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
         print!("{}", render(&prober.target(), &outcome));
@@ -159,6 +171,11 @@ pub async fn check(args: CheckArgs) -> u8 {
                 if r.success { "ok  " } else { "FAIL" },
                 r.resolved
             );
+        }
+        match &diagnosis {
+            Some(Ok(d)) => print!("\n{}", crate::diagnose::render_human(d)),
+            Some(Err(e)) => eprintln!("netprobe check: cannot diagnose: {e}"),
+            None => {}
         }
     }
     if outcome.success {

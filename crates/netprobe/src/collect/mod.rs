@@ -15,10 +15,17 @@
 //!
 //! A tool that is not installed is recorded as [`CaptureStatus::Missing`], not an error; only a
 //! namespace that cannot be entered is ([`NetnsError`]).
+//!
+//! For `snapshot` / `diagnose`, [`snapshot`] adds sysctls, `/proc/thread-self/net/*` (legacy
+//! table names, listening sockets), the local routing table and the prober's credentials
+//! ([`procfs`] parses them), and [`locate`] finds the namespace that owns a destination address.
 
 pub mod command;
 pub mod ip;
+pub mod locate;
 pub mod netns;
+pub mod procfs;
+pub mod snapshot;
 
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
