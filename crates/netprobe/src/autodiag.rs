@@ -146,7 +146,12 @@ fn collect_and_diagnose(q: &Question, outcome: &Outcome) -> Result<Diagnosis, St
         target_netns: None,
     };
     let snap = snapshot::take(&req).map_err(|e| format!("snapshot: {e}"))?;
-    Ok(diagnose::diagnose(&snap, q, Some(outcome), &Extra::default()))
+    Ok(diagnose::diagnose(
+        &snap,
+        q,
+        Some(outcome),
+        &Extra::default(),
+    ))
 }
 
 /// Starts diagnoses when checks turn unhealthy ([`UnhealthyHook`]); see the module docs.
@@ -276,7 +281,9 @@ impl Job {
         let ids = d.ids();
         let id_text: Vec<&str> = ids.iter().map(|i| i.as_str()).collect();
         let conclusion = conclusion_str(d.conclusion);
-        self.metrics.diagnosis.observe(&self.check, d.conclusion, &ids);
+        self.metrics
+            .diagnosis
+            .observe(&self.check, d.conclusion, &ids);
         tracing::info!(
             check = %self.check,
             conclusion,

@@ -190,7 +190,12 @@ async fn get_diagnosis(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let check = st.check(&name)?;
-    match st.store.latest_diagnosis(&name).await.map_err(store_error)? {
+    match st
+        .store
+        .latest_diagnosis(&name)
+        .await
+        .map_err(store_error)?
+    {
         Some(d) => Ok(axum::Json(d).into_response()),
         None => Err(no_diagnosis(&st, check)),
     }

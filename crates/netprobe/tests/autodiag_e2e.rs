@@ -1,9 +1,9 @@
 //! End to end, automatic diagnosis: the real `netprobe run` daemon runs inside a lab network
 //! namespace with two failing TCP checks — one to a closed port, one to a port whose SYNs an
-//! iptables rule in that namespace drops — and an exec check. Each TCP check turns unhealthy on its
+//! iptables rule in that namespace drops — an exec check, and a TCP check that flaps. Each TCP check turns unhealthy on its
 //! first failure; the daemon diagnoses it in the background, and the test reads the diagnosis over
 //! HTTP (`port-closed`, `firewall-drop` naming the rule), the `last_diagnosis` summary, the
-//! findings counters on `/metrics` (checked by `promtool`), and the 404s.
+//! findings counters on `/metrics` (checked by `promtool`), the 404s, and the per-check rate limit.
 #![allow(
     clippy::unwrap_used,
     reason = "in a test a panic is the failure report"
@@ -20,6 +20,7 @@ use serde_json::Value;
 
 const DROPPED_PORT: u16 = 7777;
 const CLOSED_PORT: u16 = 7778;
+const FLAPPING_PORT: u16 = 7779;
 
 /// The daemon inside the namespace; killed and reaped when dropped (also on a failed assertion).
 struct Daemon {
@@ -128,6 +129,13 @@ fn diagnosis_of(ns: &Netns, addr: SocketAddr, check: &str) -> Value {
     })
 }
 
+fn wait_state(ns: &Netns, addr: SocketAddr, check: &str, want: &str) {
+    eventually(10, &format!("{check} {want}"), || {
+        let (_, v) = get_json(ns, addr, &format!("/api/v1/checks/{check}"));
+        (v["state"] == want).then_some(())
+    });
+}
+
 fn ids(d: &Value) -> Vec<String> {
     d["finding_ids"]
         .as_array()
@@ -175,6 +183,8 @@ checks:
     tcp: {{ address: "127.0.0.1:{DROPPED_PORT}" }}
   - name: exec-false
     exec: {{ command: ["false"] }}
+  - name: flapping
+    tcp: {{ address: "127.0.0.1:{FLAPPING_PORT}" }}
 "#,
             db = db.display()
         ),
@@ -253,6 +263,33 @@ checks:
     let (status, _) = get_json(&ns, addr, "/api/v1/checks/closed/diagnoses?limit=0");
     assert_eq!(status, 400);
 
+    // Rate limit (min_interval 1h): a check that flaps is diagnosed on its first turn to unhealthy
+    // only; the later turns are counted as skipped. A listener bound inside the namespace makes
+    // the check healthy (the kernel completes the handshake from the backlog), dropping it makes
+    // the port closed again.
+    diagnosis_of(&ns, addr, "flapping");
+    for _ in 0..2 {
+        let listener = ns
+            .run_in(|| std::net::TcpListener::bind(("127.0.0.1", FLAPPING_PORT)).unwrap())
+            .unwrap();
+        wait_state(&ns, addr, "flapping", "healthy");
+        drop(listener);
+        wait_state(&ns, addr, "flapping", "unhealthy");
+    }
+    let (_, history) = get_json(&ns, addr, "/api/v1/checks/flapping/diagnoses");
+    assert_eq!(history.as_array().unwrap().len(), 1, "{history}");
+    // The writer flushes events within a second: three turns to unhealthy, one diagnosis.
+    eventually(5, "three stored turns to unhealthy", || {
+        let (_, events) = get_json(&ns, addr, "/api/v1/checks/flapping/events?limit=100");
+        let turned_unhealthy = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["to_state"] == "unhealthy")
+            .count();
+        (turned_unhealthy == 3).then_some(())
+    });
+
     // Metrics: one diagnosis each, findings counted by id; promtool accepts the exposition.
     let (status, metrics) = get(&ns, addr, "/metrics");
     assert_eq!(status, 200);
@@ -261,7 +298,8 @@ checks:
         "netprobe_diagnosis_findings_total{check=\"dropped\",id=\"firewall-drop\"} 1\n",
         "netprobe_diagnoses_total{check=\"closed\",conclusion=\"explained\"} 1\n",
         "netprobe_diagnoses_total{check=\"dropped\",conclusion=\"explained\"} 1\n",
-        "# TYPE netprobe_diagnoses_skipped_total counter\n",
+        "netprobe_diagnoses_total{check=\"flapping\",conclusion=\"explained\"} 1\n",
+        "netprobe_diagnoses_skipped_total{check=\"flapping\",reason=\"rate-limited\"} 2\n",
     ] {
         assert!(
             metrics.contains(needle),

@@ -46,26 +46,43 @@ async fn diagnoses_round_trip_newest_first_and_per_check() {
         all.iter().map(|d| d.at_ms).collect::<Vec<_>>(),
         [2_000, 1_000]
     );
-    assert_eq!(store.diagnoses("web", Some(1_001), 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store.diagnoses("web", Some(1_001), 10).await.unwrap().len(),
+        1
+    );
     assert_eq!(store.diagnoses("web", None, 1).await.unwrap().len(), 1);
     assert!(store.diagnoses("web", None, 0).await.unwrap().is_empty());
     let db = store.latest_diagnosis("db").await.unwrap().unwrap();
     assert_eq!(db.finding_ids, Vec::<String>::new());
-    assert_eq!(db.diagnosis.to_value().unwrap(), c.diagnosis.to_value().unwrap());
+    assert_eq!(
+        db.diagnosis.to_value().unwrap(),
+        c.diagnosis.to_value().unwrap()
+    );
     store.close().await;
 
     // Reopened: the rows are still there and migrations do not run twice.
-    let store = SqliteStore::open(&dir.path().join("history.db")).await.unwrap();
+    let store = SqliteStore::open(&dir.path().join("history.db"))
+        .await
+        .unwrap();
     let again = store.latest_diagnosis("web").await.unwrap().unwrap();
-    assert_eq!(again.finding_ids, ["firewall-drop", "dual-iptables-backend"]);
+    assert_eq!(
+        again.finding_ids,
+        ["firewall-drop", "dual-iptables-backend"]
+    );
     store.close().await;
 }
 
 #[tokio::test]
 async fn prune_removes_old_diagnoses_and_leaves_results_and_events_alone() {
     let (_dir, store) = open_tmp().await;
-    store.append_results(&[result("web", 5_000, 1)]).await.unwrap();
-    store.append_events(&[event("web", 5_000, 1)]).await.unwrap();
+    store
+        .append_results(&[result("web", 5_000, 1)])
+        .await
+        .unwrap();
+    store
+        .append_events(&[event("web", 5_000, 1)])
+        .await
+        .unwrap();
     for t in [1_000, 2_000, 9_000] {
         store
             .append_diagnosis(&diagnosis("web", t, &["port-closed"]))
