@@ -355,6 +355,112 @@ mod tests {
         assert!(limiter.try_start(&b, Instant::now()).is_ok());
     }
 
+    struct Never;
+
+    #[async_trait::async_trait]
+    impl crate::scheduler::ProbeRunner for Never {
+        async fn run(&self, _timeout: Duration) -> Outcome {
+            std::future::pending().await
+        }
+    }
+
+    fn spec(name: &str, kind: probe::Kind, target: &str) -> CheckSpec {
+        CheckSpec {
+            name: name.to_owned(),
+            kind,
+            target: target.to_owned(),
+            runner: Arc::new(Never),
+            period: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            initial_delay: Duration::ZERO,
+            success_threshold: 1,
+            failure_threshold: 1,
+            conditions: vec![],
+        }
+    }
+
+    /// The hook never waits: with the only permit taken, a second turn of the same check is
+    /// refused as in flight, other checks queue, and all of them run once the permit is free.
+    /// The snapshot reads this test's own network namespace (nothing is sent).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_behind_the_global_bound_and_one_in_flight_per_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            store::SqliteStore::open(&dir.path().join("h.db"))
+                .await
+                .unwrap(),
+        );
+        let metrics = Arc::new(Metrics::new());
+        let tracker = TaskTracker::new();
+        let cancel = CancellationToken::new();
+        let cfg = DiagnosisConfig {
+            enabled: true,
+            min_interval: Duration::from_secs(3600),
+            max_concurrent: 1,
+        };
+        let d = AutoDiagnoser::new(
+            &cfg,
+            Arc::clone(&store),
+            Arc::clone(&metrics),
+            tracker.clone(),
+            cancel.clone(),
+        )
+        .unwrap();
+        let held = Arc::clone(&d.permits).acquire_owned().await.unwrap();
+        let refused = Outcome::fail(
+            probe::Reason::ConnectionRefused,
+            "connect: refused",
+            Duration::from_millis(1),
+            vec![],
+            probe::Details::None,
+        );
+        let a = spec("a", probe::Kind::Tcp, "tcp://127.0.0.1:1");
+        let b = spec("b", probe::Kind::Tcp, "tcp://127.0.0.1:2");
+        let e = spec("e", probe::Kind::Exec, "false");
+        d.turned_unhealthy(&a, &refused);
+        d.turned_unhealthy(&a, &refused);
+        d.turned_unhealthy(&b, &refused);
+        d.turned_unhealthy(&e, &refused);
+        let text = metrics.encode();
+        assert!(
+            text.contains("netprobe_diagnoses_skipped_total{check=\"a\",reason=\"in-flight\"} 1\n"),
+            "{text}"
+        );
+        assert!(store.latest_diagnosis("a").await.unwrap().is_none());
+        drop(held);
+        for name in ["a", "b"] {
+            let mut found = None;
+            for _ in 0..200 {
+                found = store.latest_diagnosis(name).await.unwrap();
+                if found.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let found = found.unwrap_or_else(|| panic!("no diagnosis of {name} within 10 s"));
+            assert_eq!(found.check, name);
+            let doc = found.diagnosis.to_value().unwrap();
+            assert_eq!(doc["observed"]["reason"], "connection-refused", "{doc}");
+        }
+        assert!(store.latest_diagnosis("e").await.unwrap().is_none());
+        let text = metrics.encode();
+        assert!(!text.contains("check=\"e\""), "{text}");
+        assert_eq!(store.diagnoses("a", None, 10).await.unwrap().len(), 1);
+
+        // Shutdown: tasks still waiting for a permit stop at once.
+        let held = Arc::clone(&d.permits).acquire_owned().await.unwrap();
+        let c = spec("c", probe::Kind::Tcp, "tcp://127.0.0.1:3");
+        d.turned_unhealthy(&c, &refused);
+        tracker.close();
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+            .await
+            .unwrap();
+        drop(held);
+        assert!(store.latest_diagnosis("c").await.unwrap().is_none());
+        store.close().await;
+    }
+
     #[test]
     fn questions_for_every_kind() {
         let q = question_for(probe::Kind::Tcp, "tcp://127.0.0.1:9")
