@@ -102,7 +102,7 @@ pub struct StorageConfig {
     /// SQLite file, as written (relative paths are relative to the working directory). Default
     /// `netprobe.db`.
     pub path: PathBuf,
-    /// How long results are kept. Default 7 days; always greater than zero.
+    /// How long results, events and diagnoses are kept. Default 7 days; always greater than zero.
     pub retention: Duration,
 }
 
