@@ -2,9 +2,10 @@
 //! existing file (migration 2 applied on top of 1).
 
 use serde_json::json;
+use sqlx::Connection as _;
 use store::{DiagnosisRecord, SqliteStore, Store};
 
-use crate::common::{event, open_tmp, result};
+use crate::common::{event, open_tmp, raw, result};
 
 fn diagnosis(check: &str, t: i64, ids: &[&str]) -> DiagnosisRecord {
     DiagnosisRecord {
@@ -95,4 +96,61 @@ async fn prune_removes_old_diagnoses_and_leaves_results_and_events_alone() {
     assert_eq!(store.results("web", None, 10).await.unwrap().len(), 1);
     assert_eq!(store.events("web", None, 10).await.unwrap().len(), 1);
     store.close().await;
+}
+
+/// A database written by a netprobe that knew only migration 1 keeps its history and gains the
+/// diagnoses table when a newer netprobe opens it.
+#[tokio::test]
+async fn a_version_1_database_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("history.db");
+    let v1 = dir.path().join("migrations-v1");
+    std::fs::create_dir(&v1).unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/migrations/sqlite/0001_history.sql"
+        ),
+        v1.join("0001_history.sql"),
+    )
+    .unwrap();
+    {
+        let mut conn = sqlx::sqlite::SqliteConnection::connect_with(
+            &sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true),
+        )
+        .await
+        .unwrap();
+        sqlx::migrate::Migrator::new(v1.as_path())
+            .await
+            .unwrap()
+            .run(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO results (check_name, started_at_ms, success, reason, message, \
+             duration_seconds, details) VALUES ('web', 1000, 0, 'timeout', 'old', 0.5, '{}')",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        sqlx::Connection::close(conn).await.unwrap();
+    }
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(store.results("web", None, 10).await.unwrap().len(), 1);
+    store
+        .append_diagnosis(&diagnosis("web", 2_000, &["port-closed"]))
+        .await
+        .unwrap();
+    assert_eq!(store.diagnoses("web", None, 10).await.unwrap().len(), 1);
+    store.close().await;
+    let mut conn = raw(&path).await;
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(versions, [1, 2]);
 }
