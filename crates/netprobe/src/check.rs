@@ -37,6 +37,15 @@ impl Recorder for store::WriterHandle {
     }
 }
 
+/// Told when a check turns unhealthy (the automatic diagnosis in production, see
+/// [`crate::autodiag`]). Called on the scheduler's task right after the transition, with no lock
+/// held: it must return at once (spawn, never wait).
+pub trait UnhealthyHook: Send + Sync + 'static {
+    /// `spec` just turned unhealthy; `outcome` is the failing result that crossed the threshold,
+    /// after conditions.
+    fn turned_unhealthy(&self, spec: &CheckSpec, outcome: &Outcome);
+}
+
 /// What the scheduler needs to run one check.
 pub struct CheckSpec {
     /// Unique name (`[A-Za-z0-9_.-]+`).
@@ -92,6 +101,7 @@ pub struct CheckRuntime {
     metrics: CheckMetrics,
     live: Mutex<Live>,
     clock: WallClock,
+    on_unhealthy: Option<Arc<dyn UnhealthyHook>>,
 }
 
 /// The live state of a check, as the API shows it.
@@ -175,7 +185,14 @@ impl CheckRuntime {
             metrics: handles,
             spec,
             clock,
+            on_unhealthy: None,
         }
+    }
+
+    /// Calls `hook` each time this check turns unhealthy.
+    pub fn with_unhealthy_hook(mut self, hook: Arc<dyn UnhealthyHook>) -> Self {
+        self.on_unhealthy = Some(hook);
+        self
     }
 
     /// The live state.
@@ -261,6 +278,12 @@ impl CheckRuntime {
                 results: serde_json::to_value(&causes).unwrap_or_default(),
             });
             metrics.set_health(&self.metrics, health);
+        }
+        drop(live);
+        if transition.is_some_and(|t| t.to == Health::Unhealthy)
+            && let Some(hook) = &self.on_unhealthy
+        {
+            hook.turned_unhealthy(&self.spec, &outcome);
         }
         health
     }

@@ -1,11 +1,14 @@
 //! netprobe: scheduled health checks with kubelet probe semantics, history, metrics and an API.
 //!
 //! Data flow: [`config`] → probers (`probe` crate) → [`scheduler`] → outcome → [`conditions`] →
-//! [`state`] (thresholds) → store / [`metrics`] / logs; [`server`] reads the live state and the store.
+//! [`state`] (thresholds) → store / [`metrics`] / logs; a check that turns unhealthy →
+//! [`autodiag`] (snapshot + [`diagnose`] off the async workers, rate-limited) → store / metrics /
+//! logs; [`server`] reads the live state and the store.
 //! Diagnosis: [`collect::snapshot::take`] (kernel-facing) → [`collect::snapshot::Snapshot`] →
 //! [`diagnose::diagnose`] (pure) → [`diagnose::Diagnosis`].
 #![deny(missing_docs)]
 
+pub mod autodiag;
 pub mod check;
 pub mod cli;
 pub mod collect;

@@ -1,4 +1,5 @@
-//! `netprobe run`: the daemon. Wires config → probers → scheduler → store/metrics, and serves the API.
+//! `netprobe run`: the daemon. Wires config → probers → scheduler → store/metrics, the automatic
+//! diagnosis of checks that turn unhealthy ([`crate::autodiag`]), and serves the API.
 //!
 //! Shutdown (SIGTERM or Ctrl-C): stop probing (in-flight probes are abandoned), flush the store's write
 //! queue, close the database, exit 0.
@@ -14,7 +15,8 @@ use store::{SqliteStore, Store, Writer, WriterHandle, WriterOptions};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::check::{CheckRuntime, CheckSpec, WallClock};
+use crate::autodiag::AutoDiagnoser;
+use crate::check::{CheckRuntime, CheckSpec, UnhealthyHook, WallClock};
 use crate::config::{self, Config, ProbeSpec};
 use crate::metrics::Metrics;
 use crate::oneshot::{EXIT_OK, EXIT_USAGE};
@@ -55,6 +57,21 @@ impl Daemon {
         let metrics = Arc::new(Metrics::new());
         let engine = Arc::new(IcmpEngine::new());
         let clock = WallClock::new();
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let diagnoser: Option<Arc<dyn UnhealthyHook>> = if cfg.diagnosis.enabled {
+            let d = AutoDiagnoser::new(
+                &cfg.diagnosis,
+                Arc::clone(&store),
+                Arc::clone(&metrics),
+                tracker.clone(),
+                cancel.clone(),
+            )
+            .context("automatic diagnosis")?;
+            Some(d)
+        } else {
+            None
+        };
 
         let mut checks = Vec::with_capacity(cfg.checks.len());
         for c in &cfg.checks {
@@ -74,7 +91,11 @@ impl Daemon {
                 failure_threshold: c.failure_threshold,
                 conditions: c.conditions.clone(),
             };
-            checks.push(Arc::new(CheckRuntime::new(spec, &metrics, clock)));
+            let mut runtime = CheckRuntime::new(spec, &metrics, clock);
+            if let Some(hook) = &diagnoser {
+                runtime = runtime.with_unhealthy_hook(Arc::clone(hook));
+            }
+            checks.push(Arc::new(runtime));
         }
         report_icmp_modes(&cfg, &engine, &metrics);
 
@@ -86,18 +107,20 @@ impl Daemon {
             m.store_dropped.inner().store(snap.dropped(), Relaxed);
             m.store_failures.inner().store(snap.failures, Relaxed);
         });
-        let state = Arc::new(AppState::new(
-            checks.clone(),
-            Arc::clone(&store),
-            Arc::clone(&metrics),
-            Some(before_scrape),
-        ));
+        let state = Arc::new(
+            AppState::new(
+                checks.clone(),
+                Arc::clone(&store),
+                Arc::clone(&metrics),
+                Some(before_scrape),
+            )
+            .with_diagnosis(cfg.diagnosis.enabled),
+        );
         let listen = opts.listen.unwrap_or(cfg.server.listen);
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr().context("listener address")?;
-        let cancel = CancellationToken::new();
         let app = server::router(Arc::clone(&state));
         let server_cancel = cancel.clone();
         let server = tokio::spawn(async move {
@@ -108,7 +131,6 @@ impl Daemon {
             }
         });
 
-        let tracker = TaskTracker::new();
         let recorder: Arc<dyn crate::check::Recorder> = Arc::new(writer.clone());
         scheduler::start(
             &checks,

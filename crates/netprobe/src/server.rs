@@ -1,7 +1,8 @@
 //! The HTTP server: JSON API under `/api/v1`, `/healthz`, `/readyz` and `/metrics` (axum).
 //!
 //! Errors are `{"error": "..."}` with a 4xx/5xx status. Results and events are read from the store,
-//! which the batching writer fills at most one flush interval (1 s) behind the live state.
+//! which the batching writer fills at most one flush interval (1 s) behind the live state;
+//! diagnoses are written to it directly when they finish ([`crate::autodiag`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,13 +14,14 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use serde::Serialize;
 use serde_json::json;
 use store::Store;
 
 use crate::check::{CheckRuntime, CheckView};
 use crate::metrics::Metrics;
 
-/// Default and maximum `limit` of the results/events endpoints.
+/// Default `limit` of the results/events/diagnoses endpoints.
 pub const DEFAULT_LIMIT: u32 = 100;
 /// Largest accepted `limit`.
 pub const MAX_LIMIT: u32 = 10_000;
@@ -35,6 +37,7 @@ pub struct AppState {
     metrics: Arc<Metrics>,
     ready: AtomicBool,
     before_scrape: Option<ScrapeHook>,
+    diagnosis_enabled: bool,
 }
 
 impl AppState {
@@ -57,7 +60,15 @@ impl AppState {
             metrics,
             ready: AtomicBool::new(false),
             before_scrape,
+            diagnosis_enabled: true,
         }
+    }
+
+    /// Whether `netprobe run` diagnoses checks that turn unhealthy (`diagnosis.enabled`, default
+    /// true); only changes the message of a 404 from the diagnosis endpoints.
+    pub fn with_diagnosis(mut self, enabled: bool) -> Self {
+        self.diagnosis_enabled = enabled;
+        self
     }
 
     /// Marks the daemon ready (`/readyz` → 200) or not.
@@ -80,6 +91,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/checks/{name}", get(get_check))
         .route("/api/v1/checks/{name}/results", get(get_results))
         .route("/api/v1/checks/{name}/events", get(get_events))
+        .route("/api/v1/checks/{name}/diagnosis", get(get_diagnosis))
+        .route("/api/v1/checks/{name}/diagnoses", get(get_diagnoses))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -114,11 +127,86 @@ async fn list_checks(State(st): State<Arc<AppState>>) -> axum::Json<Vec<CheckVie
     axum::Json(st.checks.iter().map(|c| c.view()).collect())
 }
 
+/// `GET /api/v1/checks/{name}`: the live state plus a summary of the latest diagnosis.
+#[derive(Serialize)]
+struct CheckDetail {
+    #[serde(flatten)]
+    view: CheckView,
+    /// `None` when the check was never diagnosed (or the store cannot be read right now).
+    last_diagnosis: Option<DiagnosisSummary>,
+}
+
+/// The short form of a stored diagnosis.
+#[derive(Serialize)]
+struct DiagnosisSummary {
+    at_ms: i64,
+    conclusion: String,
+    finding_ids: Vec<String>,
+}
+
 async fn get_check(
     State(st): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(axum::Json(st.check(&name)?.view()).into_response())
+    let view = st.check(&name)?.view();
+    // One indexed row; a store that cannot answer must not hide the live state.
+    let last_diagnosis = match st.store.latest_diagnosis(&name).await {
+        Ok(d) => d.map(|d| DiagnosisSummary {
+            at_ms: d.at_ms,
+            conclusion: d.conclusion,
+            finding_ids: d.finding_ids,
+        }),
+        Err(e) => {
+            tracing::warn!(check = %name, error = %e, "Store read of the last diagnosis failed.");
+            None
+        }
+    };
+    Ok(axum::Json(CheckDetail {
+        view,
+        last_diagnosis,
+    })
+    .into_response())
+}
+
+/// Why a check has no diagnosis, as a 404.
+fn no_diagnosis(st: &AppState, check: &CheckRuntime) -> ApiError {
+    let name = &check.spec.name;
+    let message = if check.spec.kind == probe::Kind::Exec {
+        format!("check {name:?} is an exec check: it has no network flow to diagnose")
+    } else if !st.diagnosis_enabled {
+        format!(
+            "check {name:?} has no diagnosis: automatic diagnosis is off (diagnosis.enabled: false); \
+             run `netprobe diagnose {}`",
+            check.spec.target
+        )
+    } else {
+        format!("check {name:?} has no diagnosis yet: one is taken when it turns unhealthy")
+    };
+    ApiError::new(StatusCode::NOT_FOUND, message)
+}
+
+async fn get_diagnosis(
+    State(st): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let check = st.check(&name)?;
+    match st
+        .store
+        .latest_diagnosis(&name)
+        .await
+        .map_err(store_error)?
+    {
+        Some(d) => Ok(axum::Json(d).into_response()),
+        None => Err(no_diagnosis(&st, check)),
+    }
+}
+
+async fn get_diagnoses(
+    State(st): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    history(&st, &name, &params, History::Diagnoses).await
 }
 
 /// `since` (Unix ms, or a duration ago such as `15m`) and `limit` (1..=10000, default 100).
@@ -181,6 +269,7 @@ fn now_ms() -> i64 {
 enum History {
     Results,
     Events,
+    Diagnoses,
 }
 
 async fn history(
@@ -202,6 +291,13 @@ async fn history(
         History::Events => axum::Json(
             st.store
                 .events(name, w.since_ms, w.limit)
+                .await
+                .map_err(store_error)?,
+        )
+        .into_response(),
+        History::Diagnoses => axum::Json(
+            st.store
+                .diagnoses(name, w.since_ms, w.limit)
                 .await
                 .map_err(store_error)?,
         )

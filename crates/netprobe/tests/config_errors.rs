@@ -71,7 +71,7 @@ fn typos_elsewhere() {
         &e,
         1,
         1,
-        "unknown field `servr`, expected one of server, storage, defaults, checks",
+        "unknown field `servr`, expected one of server, storage, defaults, diagnosis, checks",
     );
     let e = text_error("defaults:\n  period: 1s\n  perod: 1s\n", &[]);
     assert_at(
@@ -89,6 +89,25 @@ fn typos_elsewhere() {
     );
     let e = text_error("server:\n  listen: 127.0.0.1:80\n  port: 80\n", &[]);
     assert_at(&e, 3, 3, "unknown field `port`, expected one of listen");
+}
+
+#[test]
+fn diagnosis_section_is_validated_where_it_stands() {
+    let e = text_error("diagnosis: { enabled: true, min_intervall: 5m }\n", &[]);
+    assert_at(
+        &e,
+        1,
+        29,
+        "unknown field `min_intervall`, expected one of enabled, min_interval, max_concurrent",
+    );
+    let e = text_error("diagnosis:\n  min_interval: 0s\n", &[]);
+    assert_at(&e, 2, 17, "must be greater than zero");
+    let e = text_error("diagnosis:\n  max_concurrent: 0\n", &[]);
+    assert_at(&e, 2, 19, "expected a whole number from 1 to 64");
+    let e = text_error("diagnosis:\n  max_concurrent: 65\n", &[]);
+    assert_at(&e, 2, 19, "max_concurrent 65 is out of range");
+    let e = text_error("diagnosis:\n  enabled: sometimes\n", &[]);
+    assert_eq!(e.line, Some(2), "{e}");
 }
 
 #[test]

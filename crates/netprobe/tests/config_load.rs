@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use netprobe::config::{self, Config, Defaults, ProbeSpec};
+use netprobe::config::{self, Config, Defaults, DiagnosisConfig, ProbeSpec};
 use probe::Kind;
 use probe::icmp::IcmpEngine;
 
@@ -27,6 +27,38 @@ fn no_env(_: &str) -> Option<String> {
 /// The probe config a YAML snippet deserialises to, compared without naming fields other engineers own.
 fn spec<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
     serde_saphyr::from_str(yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"))
+}
+
+#[test]
+fn diagnosis_section_defaults_and_overrides() {
+    let cfg = config::parse("checks: []\n", "inline.yaml", &no_env).unwrap();
+    assert_eq!(cfg.diagnosis, DiagnosisConfig::default());
+    assert_eq!(
+        cfg.diagnosis,
+        DiagnosisConfig {
+            enabled: true,
+            min_interval: Duration::from_secs(300),
+            max_concurrent: 2
+        }
+    );
+    let cfg = config::parse(
+        "diagnosis: { enabled: false, min_interval: 90s, max_concurrent: 8 }\n",
+        "inline.yaml",
+        &no_env,
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.diagnosis,
+        DiagnosisConfig {
+            enabled: false,
+            min_interval: Duration::from_secs(90),
+            max_concurrent: 8
+        }
+    );
+    let cfg = config::parse("diagnosis: { min_interval: 1m }\n", "inline.yaml", &no_env).unwrap();
+    assert_eq!(cfg.diagnosis.min_interval, Duration::from_secs(60));
+    assert!(cfg.diagnosis.enabled);
+    assert_eq!(cfg.diagnosis.max_concurrent, 2);
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! netprobe's history store: probe results and check state-change events.
+//! netprobe's history store: probe results, check state-change events and diagnoses.
 //!
 //! The [`Store`] trait is what the rest of netprobe talks to; [`SqliteStore`] is the embedded
 //! default backend (PostgreSQL comes later behind the same trait). [`Writer`] batches records from
@@ -6,7 +6,7 @@
 //!
 //! # Schema
 //!
-//! Two append-only tables, created by versioned migrations embedded from
+//! Three append-only tables, created by versioned migrations embedded from
 //! `crates/store/migrations/sqlite/` (applied on [`SqliteStore::open`]; sqlx records them in
 //! `_sqlx_migrations`):
 //!
@@ -15,6 +15,10 @@
 //!   `(check_name, started_at_ms)` for history reads and on `(started_at_ms)` for pruning.
 //! - `events`: `id`, `check_name`, `at_ms`, `from_state`, `to_state`, `message`, `results`
 //!   (JSON text); indexed on `(check_name, at_ms)` and `(at_ms)`.
+//! - `diagnoses` (migration 2): `id`, `check_name`, `at_ms`, `conclusion`, `finding_ids` (JSON
+//!   array text), `diagnosis` (JSON text); indexed on `(check_name, at_ms)` and `(at_ms)`.
+//!   Written directly (one row per diagnosis, a few per check per hour at most), not through the
+//!   [`Writer`].
 //!
 //! The schema is portable on purpose: timestamps are Unix epoch **milliseconds** in an integer
 //! column, JSON is stored as text and is opaque to the store, and the column holding the check
@@ -59,7 +63,7 @@ use async_trait::async_trait;
 
 pub use error::StoreError;
 pub use pruner::spawn_pruner;
-pub use record::{EventRecord, Json, ResultRecord};
+pub use record::{DiagnosisRecord, EventRecord, Json, ResultRecord};
 pub use sqlite::SqliteStore;
 pub use writer::{Writer, WriterHandle, WriterOptions, WriterStats, WriterStatsSnapshot};
 
@@ -104,7 +108,25 @@ pub trait Store: Send + Sync + 'static {
     /// The newest result of `check` (greatest `started_at_ms`, then greatest id), if any.
     async fn latest_result(&self, check: &str) -> Result<Option<ResultRecord>, StoreError>;
 
-    /// Deletes results with `started_at_ms < older_than_ms` and events with
+    /// Appends one diagnosis and returns the id the store gave it.
+    ///
+    /// Errors: [`StoreError::InvalidRecord`] if `finding_ids` cannot be encoded, or a database
+    /// error as for [`append_results`](Store::append_results).
+    async fn append_diagnosis(&self, record: &DiagnosisRecord) -> Result<i64, StoreError>;
+
+    /// Diagnoses of `check` with `at_ms >= since_ms` (all if `None`), newest first, at most
+    /// `limit` rows (`0` returns none).
+    async fn diagnoses(
+        &self,
+        check: &str,
+        since_ms: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<DiagnosisRecord>, StoreError>;
+
+    /// The newest diagnosis of `check` (greatest `at_ms`, then greatest id), if any.
+    async fn latest_diagnosis(&self, check: &str) -> Result<Option<DiagnosisRecord>, StoreError>;
+
+    /// Deletes results with `started_at_ms < older_than_ms`, and events and diagnoses with
     /// `at_ms < older_than_ms`, returning how many rows were deleted in total.
     ///
     /// Deletion happens in bounded chunks, each its own transaction, so that a large prune does

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Store, now_ms};
 
-/// Starts a task that deletes results and events older than `now − retention` (wall clock,
+/// Starts a task that deletes results, events and diagnoses older than `now − retention` (wall clock,
 /// Unix ms; see [`Store::prune`]) right away and then every `every`, until `cancel` is
 /// cancelled. A prune in progress runs to completion (it is a series of short transactions)
 /// before the task notices cancellation.

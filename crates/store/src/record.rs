@@ -1,4 +1,4 @@
-//! The two kinds of rows the store keeps.
+//! The kinds of rows the store keeps.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -109,6 +109,23 @@ pub struct EventRecord {
     pub message: String,
     /// The results that caused the change; opaque to the store, kept as JSON text.
     pub results: serde_json::Value,
+}
+
+/// A diagnosis `netprobe run` took when a check turned unhealthy.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct DiagnosisRecord {
+    /// Row id, assigned by the store on append (ignored there); `Some` on every record read back.
+    pub id: Option<i64>,
+    /// Name of the check, as in the config.
+    pub check: String,
+    /// When the diagnosis was finished, Unix epoch milliseconds.
+    pub at_ms: i64,
+    /// The overall answer (`healthy`, `explained`, `unexplained`; not validated by the store).
+    pub conclusion: String,
+    /// The finding ids (kebab-case), in the diagnosis' order.
+    pub finding_ids: Vec<String>,
+    /// The whole diagnosis; opaque to the store, kept as JSON text.
+    pub diagnosis: Json,
 }
 
 impl ResultRecord {

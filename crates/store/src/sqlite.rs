@@ -9,7 +9,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::{EventRecord, Json, ResultRecord, Store, StoreError};
+use crate::{DiagnosisRecord, EventRecord, Json, ResultRecord, Store, StoreError};
 
 /// Schema migrations, embedded at compile time from `crates/store/migrations/sqlite/`.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -63,6 +63,13 @@ const PRUNE_RESULTS: &str = "DELETE FROM results WHERE id IN \
     (SELECT id FROM results WHERE started_at_ms < ? LIMIT ?)";
 const PRUNE_EVENTS: &str =
     "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at_ms < ? LIMIT ?)";
+const INSERT_DIAGNOSIS: &str = "INSERT INTO diagnoses \
+    (check_name, at_ms, conclusion, finding_ids, diagnosis) VALUES (?, ?, ?, ?, ?)";
+const SELECT_DIAGNOSES: &str = "SELECT id, check_name, at_ms, conclusion, finding_ids, \
+    diagnosis FROM diagnoses WHERE check_name = ? AND at_ms >= ? ORDER BY at_ms DESC, id DESC \
+    LIMIT ?";
+const PRUNE_DIAGNOSES: &str =
+    "DELETE FROM diagnoses WHERE id IN (SELECT id FROM diagnoses WHERE at_ms < ? LIMIT ?)";
 
 /// The SQLite history store: one file (plus its `-wal` and `-shm` companions).
 ///
@@ -97,6 +104,16 @@ struct EventRow {
     to_state: String,
     message: String,
     results: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct DiagnosisRow {
+    id: i64,
+    check_name: String,
+    at_ms: i64,
+    conclusion: String,
+    finding_ids: String,
+    diagnosis: String,
 }
 
 impl SqliteStore {
@@ -321,6 +338,25 @@ impl TryFrom<EventRow> for EventRecord {
     }
 }
 
+impl TryFrom<DiagnosisRow> for DiagnosisRecord {
+    type Error = StoreError;
+    fn try_from(r: DiagnosisRow) -> Result<Self, StoreError> {
+        let finding_ids = serde_json::from_str(&r.finding_ids).map_err(|e| StoreError::BadRow {
+            table: "diagnoses",
+            id: r.id,
+            detail: format!("finding_ids is not a JSON array of strings: {e}"),
+        })?;
+        Ok(Self {
+            diagnosis: Json::from_text(r.diagnosis).map_err(|e| bad_json("diagnoses", r.id, &e))?,
+            finding_ids,
+            id: Some(r.id),
+            check: r.check_name,
+            at_ms: r.at_ms,
+            conclusion: r.conclusion,
+        })
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn append_results(&self, batch: &[ResultRecord]) -> Result<(), StoreError> {
@@ -421,10 +457,51 @@ impl Store for SqliteStore {
         Ok(self.results(check, None, 1).await?.into_iter().next())
     }
 
+    async fn append_diagnosis(&self, record: &DiagnosisRecord) -> Result<i64, StoreError> {
+        let ids =
+            serde_json::to_string(&record.finding_ids).map_err(|e| StoreError::InvalidRecord {
+                check: record.check.clone(),
+                detail: format!("finding_ids cannot be serialized: {e}"),
+            })?;
+        let done = sqlx::query(INSERT_DIAGNOSIS)
+            .bind(record.check.as_str())
+            .bind(record.at_ms)
+            .bind(record.conclusion.as_str())
+            .bind(ids)
+            .bind(record.diagnosis.as_str())
+            .execute(&self.writer)
+            .await
+            .map_err(|e| self.query_err("append diagnosis", e))?;
+        Ok(done.last_insert_rowid())
+    }
+
+    async fn diagnoses(
+        &self,
+        check: &str,
+        since_ms: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<DiagnosisRecord>, StoreError> {
+        sqlx::query_as::<_, DiagnosisRow>(SELECT_DIAGNOSES)
+            .bind(check)
+            .bind(since_ms.unwrap_or(i64::MIN))
+            .bind(i64::from(limit))
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| self.query_err("read diagnoses", e))?
+            .into_iter()
+            .map(DiagnosisRecord::try_from)
+            .collect()
+    }
+
+    async fn latest_diagnosis(&self, check: &str) -> Result<Option<DiagnosisRecord>, StoreError> {
+        Ok(self.diagnoses(check, None, 1).await?.into_iter().next())
+    }
+
     async fn prune(&self, older_than_ms: i64) -> Result<u64, StoreError> {
         let results = self.prune_table(PRUNE_RESULTS, older_than_ms).await?;
         let events = self.prune_table(PRUNE_EVENTS, older_than_ms).await?;
-        Ok(results + events)
+        let diagnoses = self.prune_table(PRUNE_DIAGNOSES, older_than_ms).await?;
+        Ok(results + events + diagnoses)
     }
 
     async fn close(&self) {

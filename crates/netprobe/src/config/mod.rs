@@ -13,6 +13,7 @@
 //! storage: { path: "netprobe.db", retention: "7d" } # defaults netprobe.db (relative to the working
 //!                                                   # directory), 7d
 //! defaults: { period: "10s", timeout: "1s", initial_delay: "0s", success_threshold: 1, failure_threshold: 3 }
+//! diagnosis: { enabled: true, min_interval: "5m", max_concurrent: 2 } # the defaults
 //! checks:
 //!   - name: calico-health                           # [A-Za-z0-9_.-]+, unique
 //!     http: { url: "http://127.0.0.1:9099/liveness" }
@@ -74,6 +75,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// The defaults the checks were resolved against (kept for display).
     pub defaults: Defaults,
+    /// Automatic diagnosis when a check turns unhealthy.
+    pub diagnosis: DiagnosisConfig,
     /// The checks, in file order, with every default applied.
     pub checks: Vec<CheckConfig>,
 }
@@ -99,7 +102,7 @@ pub struct StorageConfig {
     /// SQLite file, as written (relative paths are relative to the working directory). Default
     /// `netprobe.db`.
     pub path: PathBuf,
-    /// How long results are kept. Default 7 days; always greater than zero.
+    /// How long results, events and diagnoses are kept. Default 7 days; always greater than zero.
     pub retention: Duration,
 }
 
@@ -108,6 +111,30 @@ impl Default for StorageConfig {
         StorageConfig {
             path: PathBuf::from("netprobe.db"),
             retention: Duration::from_secs(7 * 86_400),
+        }
+    }
+}
+
+/// `diagnosis:`: when a check turns unhealthy, `netprobe run` snapshots the host's state and
+/// diagnoses the check's flow in the background (see [`crate::autodiag`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiagnosisConfig {
+    /// Diagnose at all. Default true.
+    pub enabled: bool,
+    /// Least time between the starts of two diagnoses of one check; a check that flaps faster is
+    /// diagnosed once per interval. Default 5 minutes; always greater than zero.
+    pub min_interval: Duration,
+    /// Diagnoses running at once across all checks (each runs `iptables-save`, `nft`, … once), so a
+    /// mass outage cannot fork hundreds of collectors. Default 2; 1 to 64.
+    pub max_concurrent: u32,
+}
+
+impl Default for DiagnosisConfig {
+    fn default() -> Self {
+        DiagnosisConfig {
+            enabled: true,
+            min_interval: Duration::from_secs(300),
+            max_concurrent: 2,
         }
     }
 }

@@ -30,6 +30,8 @@ pub(crate) struct RawConfig {
     pub(crate) storage: Option<RawStorage>,
     /// Probe settings every check inherits unless it sets its own.
     pub(crate) defaults: Option<RawDefaults>,
+    /// Automatic diagnosis when a check turns unhealthy.
+    pub(crate) diagnosis: Option<RawDiagnosis>,
     /// The checks, in the order they are listed.
     pub(crate) checks: Option<Vec<Spanned<RawCheck>>>,
 }
@@ -50,6 +52,37 @@ pub(crate) struct RawStorage {
     pub(crate) path: Option<PathBuf>,
     /// How long results are kept, e.g. `7d`.
     pub(crate) retention: Option<Positive>,
+}
+
+/// `diagnosis:`, automatic diagnosis when a check turns unhealthy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDiagnosis {
+    /// Diagnose at all (default true).
+    pub(crate) enabled: Option<bool>,
+    /// Least time between two diagnoses of one check, e.g. `5m` (default 5m).
+    pub(crate) min_interval: Option<Positive>,
+    /// Diagnoses running at once across all checks (default 2).
+    pub(crate) max_concurrent: Option<Concurrency>,
+}
+
+/// The largest `diagnosis.max_concurrent`: each diagnosis runs `iptables-save`, `nft` and friends.
+pub(crate) const MAX_CONCURRENT_DIAGNOSES: u32 = 64;
+
+/// `diagnosis.max_concurrent`: a whole number from 1 to [`MAX_CONCURRENT_DIAGNOSES`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Concurrency(pub(crate) u32);
+
+impl<'de> Deserialize<'de> for Concurrency {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u64::deserialize(d)?;
+        match u32::try_from(n) {
+            Ok(n) if (1..=MAX_CONCURRENT_DIAGNOSES).contains(&n) => Ok(Concurrency(n)),
+            _ => Err(de::Error::custom(format!(
+                "max_concurrent {n} is out of range; expected a whole number from 1 to {MAX_CONCURRENT_DIAGNOSES}"
+            ))),
+        }
+    }
 }
 
 /// `defaults:`, the kubelet's probe fields with its defaults.

@@ -11,7 +11,8 @@ use super::env::{self, PositionMap};
 use super::error::{self, ConfigError};
 use super::raw::{RawCheck, RawConfig};
 use super::{
-    CheckConfig, Config, Defaults, MAX_CONFIG_BYTES, ProbeSpec, ServerConfig, StorageConfig,
+    CheckConfig, Config, Defaults, DiagnosisConfig, MAX_CONFIG_BYTES, ProbeSpec, ServerConfig,
+    StorageConfig,
 };
 
 const PROBE_KEYS: &str = "icmp, tcp, http, dns, exec, grpc";
@@ -82,6 +83,14 @@ impl Validator<'_> {
             storage.path = s.path.unwrap_or(storage.path);
             storage.retention = s.retention.map_or(storage.retention, |r| r.0.0);
         }
+        let mut diagnosis = DiagnosisConfig::default();
+        if let Some(d) = raw.diagnosis {
+            diagnosis = DiagnosisConfig {
+                enabled: d.enabled.unwrap_or(diagnosis.enabled),
+                min_interval: d.min_interval.map_or(diagnosis.min_interval, |i| i.0.0),
+                max_concurrent: d.max_concurrent.map_or(diagnosis.max_concurrent, |c| c.0),
+            };
+        }
         let mut defaults = Defaults::default();
         if let Some(d) = raw.defaults {
             defaults = Defaults {
@@ -121,6 +130,7 @@ impl Validator<'_> {
             server,
             storage,
             defaults,
+            diagnosis,
             checks,
         })
     }

@@ -19,8 +19,13 @@ use prometheus_client::registry::Registry;
 
 use crate::state::Health;
 
+mod diagnosis;
 mod per_check;
 mod text;
+
+pub use diagnosis::{
+    ConclusionLabels, DiagnosisMetrics, FindingLabels, SkipLabels, SkipReason, conclusion_str,
+};
 
 use per_check::{CheckCells, HTTP_PHASES, ICMP_PHASES, PHASES_HTTP, PHASES_ICMP, PerCheck};
 use text::openmetrics_into_prometheus_text;
@@ -91,6 +96,8 @@ pub struct Metrics {
     pub store_dropped: Counter,
     /// Failed store writes.
     pub store_failures: Counter,
+    /// Automatic diagnosis counters.
+    pub diagnosis: DiagnosisMetrics,
     /// Length of the last encoding, so the next one is built in one allocation (with 10,000
     /// checks it is ~4 MB; growing by doubling would allocate and copy twice that).
     last_len: AtomicUsize,
@@ -160,6 +167,7 @@ impl Metrics {
             "Failed batch writes to the store",
             store_failures.clone(),
         );
+        let diagnosis = DiagnosisMetrics::register(&mut registry);
         Metrics {
             registry,
             checks,
@@ -170,6 +178,7 @@ impl Metrics {
             store_written,
             store_dropped,
             store_failures,
+            diagnosis,
             last_len: AtomicUsize::new(0),
         }
     }

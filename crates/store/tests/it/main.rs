@@ -11,6 +11,7 @@
 mod common;
 mod corrupt;
 mod crash;
+mod diagnoses;
 mod prune;
 mod roundtrip;
 mod writer;

@@ -243,7 +243,8 @@ async fn migrations_are_idempotent_and_settings_stick() {
     let mut conn = raw(&path).await;
     assert_eq!(
         count(&mut conn, "SELECT count(*) FROM _sqlx_migrations").await,
-        1
+        2,
+        "0001_history and 0002_diagnoses, each applied once"
     );
     assert_eq!(
         count(
@@ -251,7 +252,7 @@ async fn migrations_are_idempotent_and_settings_stick() {
             "SELECT count(*) FROM _sqlx_migrations WHERE success"
         )
         .await,
-        1
+        2
     );
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&mut conn)
