@@ -2,7 +2,7 @@
 //! because the `service-ips` verdict map is a hash lookup, not a walk over every Service.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use netfilter::eval::{Flow, HostModel, NatKind, Origin, Verdict, trace_all};
 use netfilter::nft::parse_json;
@@ -87,7 +87,7 @@ pub fn kube_proxy_json(services: usize, endpoints: usize) -> String {
 }
 
 #[test]
-fn thousands_of_services_trace_in_well_under_a_millisecond() {
+fn thousands_of_services_trace_through_the_map_without_walking_every_chain() {
     let (services, endpoints) = (5000, 3);
     let text = kube_proxy_json(services, endpoints);
     let start = Instant::now();
@@ -114,8 +114,9 @@ fn thousands_of_services_trace_in_well_under_a_millisecond() {
         assert_eq!(t.nat[0].to.port, Some(8080));
         assert!(t.steps.len() < 12, "{t:#?}");
     }
-    // Best of 20, so a busy shared machine does not fail it. The bound is for this unoptimised
-    // test build; the release build is an order of magnitude faster.
+    // Timing is printed for the benchmark write-up (docs/bench/netfilter.md), never asserted:
+    // speed is measured by benchmarks, not by timed tests. The step bound above is what shows
+    // the map lookup does not walk the 20,000 chains.
     let best = (0..20)
         .map(|_| {
             let start = Instant::now();
@@ -124,7 +125,6 @@ fn thousands_of_services_trace_in_well_under_a_millisecond() {
             start.elapsed()
         })
         .min()
-        .unwrap();
+        .unwrap_or_default();
     eprintln!("{services} services x {endpoints} endpoints: best trace {best:?} (all branches)");
-    assert!(best < Duration::from_millis(1), "{best:?}");
 }
