@@ -1015,8 +1015,15 @@ fn written(path: CasePath, flow: Flow, legacy: &str, nft: &str) -> Case {
 
 /// Seeds of past disagreements (valid for the generator version that found them; the
 /// hand-written cases below are the durable form).
-const REGRESSION_SEEDS: [u64; 7] = [
-    0xd1ff07f, 0xd1ff0d1, 0xd1ff2a8, 0xd1ff283, 13139, 779189, 0xd1ff016,
+const REGRESSION_SEEDS: [(u64, Family); 8] = [
+    (0xd1ff07f, Family::Ipv4),
+    (0xd1ff0d1, Family::Ipv4),
+    (0xd1ff2a8, Family::Ipv4),
+    (0xd1ff283, Family::Ipv4),
+    (13139, Family::Ipv4),
+    (779189, Family::Ipv4),
+    (0xd1ff016, Family::Ipv4),
+    (20280609, Family::Ipv6),
 ];
 
 #[test]
@@ -1152,8 +1159,8 @@ fn regressions_kernel_agrees() {
         .iter()
         .map(|c| check(&mut lab, c, &mut tally))
         .collect();
-    for s in REGRESSION_SEEDS {
-        let c = case(s, &lab.lab, Family::Ipv4);
+    for (s, family) in REGRESSION_SEEDS {
+        let c = case(s, &lab.lab, family);
         check(&mut lab, &c, &mut tally);
     }
     assert_eq!(
