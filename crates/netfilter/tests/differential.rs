@@ -30,288 +30,22 @@
 //! hand-written cases and the seeds of past disagreements.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
+mod differential_lab;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Instant;
 
-use lab::{Netns, Veth, run_bounded};
+use differential_lab::{DiffLab, Outcome, empty_ruleset, expected, run, save_command};
 use netfilter::eval::{Flow, NatKind, Origin, RuleRef, Trace, Traces, Verdict, trace};
-use netfilter::generate::cases::{Case, CasePath, Lab, case, packet_len};
-use netfilter::target::RejectWith;
-use netfilter::{Backend, Family, ParseOptions, parse_save};
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use netfilter::generate::cases::{Case, CasePath, case, packet_len};
+use netfilter::{Family, ParseOptions, parse_save};
 
 /// Default first seed of the CI run (fixed, so CI is reproducible; the long run takes another).
 const DEFAULT_SEED: u64 = 0x0D1F_F000;
 /// Default number of cases.
 const DEFAULT_CASES: u64 = 1000;
-/// Longest wait for the test packet to show up at the router.
-const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(2);
-/// Time limit of one command in the lab.
-const CMD_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// What the kernel did with the test packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Accepted,
-    Dropped,
-    /// Answered with a TCP RST.
-    Reset,
-    /// Answered with ICMP destination unreachable of this code.
-    Unreachable(u8),
-    /// Answered with ICMPv6 destination unreachable of this code.
-    Unreachable6(u8),
-}
-
-fn expected(v: &Verdict) -> Option<Outcome> {
-    Some(match v {
-        Verdict::Accept => Outcome::Accepted,
-        Verdict::Drop => Outcome::Dropped,
-        Verdict::Reject { with } => match with {
-            RejectWith::TcpReset => Outcome::Reset,
-            RejectWith::IcmpNetUnreachable => Outcome::Unreachable(0),
-            RejectWith::IcmpHostUnreachable => Outcome::Unreachable(1),
-            RejectWith::IcmpProtoUnreachable => Outcome::Unreachable(2),
-            RejectWith::IcmpPortUnreachable => Outcome::Unreachable(3),
-            RejectWith::IcmpNetProhibited => Outcome::Unreachable(9),
-            RejectWith::IcmpHostProhibited => Outcome::Unreachable(10),
-            RejectWith::IcmpAdminProhibited => Outcome::Unreachable(13),
-            RejectWith::Icmp6NoRoute => Outcome::Unreachable6(0),
-            RejectWith::Icmp6AdmProhibited => Outcome::Unreachable6(1),
-            RejectWith::Icmp6AddrUnreachable => Outcome::Unreachable6(3),
-            RejectWith::Icmp6PortUnreachable => Outcome::Unreachable6(4),
-            RejectWith::Icmp6PolicyFail => Outcome::Unreachable6(5),
-            RejectWith::Icmp6RejectRoute => Outcome::Unreachable6(6),
-        },
-        Verdict::Undetermined { .. } => return None,
-    })
-}
-
-/// The ICMP destination-unreachable codes REJECT can send (ipt_REJECT.c).
-const UNREACH_CODES: [u8; 7] = [0, 1, 2, 3, 9, 10, 13];
-/// The ICMPv6 destination-unreachable codes REJECT can send (ip6t_REJECT.c).
-const UNREACH6_CODES: [u8; 6] = [0, 1, 3, 4, 5, 6];
-
-/// The observer table: counters only, base chains before and after every iptables table.
-fn observer_table() -> String {
-    let sig = [
-        "tcp flags & (fin | syn | rst | ack) == syn",
-        "meta l4proto udp",
-        "icmp type echo-request",
-        "icmpv6 type echo-request",
-    ];
-    let mut s = String::from("table inet ndiff_obs {\n");
-    s.push_str("  chain pre { type filter hook prerouting priority -1000; policy accept;\n");
-    for m in sig {
-        let _ = writeln!(s, "    iifname != \"lo\" {m} counter comment \"arrive\"");
-    }
-    s.push_str("  }\n  chain out { type filter hook output priority -1000; policy accept;\n");
-    for m in sig {
-        let _ = writeln!(s, "    {m} counter comment \"arrive\"");
-    }
-    s.push_str("    tcp flags & rst == rst counter comment \"rst\"\n");
-    for c in UNREACH_CODES {
-        let _ = writeln!(
-            s,
-            "    icmp type destination-unreachable icmp code {c} counter comment \"unreach-{c}\""
-        );
-    }
-    for c in UNREACH6_CODES {
-        let _ = writeln!(
-            s,
-            "    icmpv6 type destination-unreachable icmpv6 code {c} counter comment \"unreach6-{c}\""
-        );
-    }
-    s.push_str("  }\n  chain in_last { type filter hook input priority 1000; policy accept;\n");
-    for m in sig {
-        let _ = writeln!(s, "    {m} counter comment \"passed\"");
-    }
-    s.push_str(
-        "  }\n  chain post_last { type filter hook postrouting priority 1000; policy accept;\n",
-    );
-    for m in sig {
-        let _ = writeln!(s, "    oifname != \"lo\" {m} counter comment \"passed\"");
-    }
-    s.push_str("  }\n}\n");
-    s
-}
-
-/// Counter totals by comment.
-type Counts = BTreeMap<String, u64>;
-
-fn parse_counts(listing: &str) -> Counts {
-    let mut out = Counts::new();
-    for line in listing.lines() {
-        let (Some(p), Some(c)) = (line.find("packets "), line.find("comment \"")) else {
-            continue;
-        };
-        let n: u64 = line[p + 8..]
-            .split_whitespace()
-            .next()
-            .and_then(|x| x.parse().ok())
-            .unwrap_or_else(|| panic!("cannot read a counter in `{line}`"));
-        let name = line[c + 9..].trim_end_matches('"').to_string();
-        *out.entry(name).or_default() += n;
-    }
-    out
-}
-
-fn delta(after: &Counts, before: &Counts) -> Counts {
-    after
-        .iter()
-        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
-        .filter(|(_, v)| *v > 0)
-        .collect()
-}
-
-/// The outcome from a counter delta; `None` while the packet has not arrived.
-fn classify(d: &Counts, settled: bool) -> Option<Outcome> {
-    let get = |k: &str| d.get(k).copied().unwrap_or(0);
-    if get("arrive") == 0 {
-        return None;
-    }
-    if get("passed") > 0 {
-        return Some(Outcome::Accepted);
-    }
-    if get("rst") > 0 {
-        return Some(Outcome::Reset);
-    }
-    if let Some(c) = UNREACH_CODES
-        .iter()
-        .find(|c| get(&format!("unreach-{c}")) > 0)
-    {
-        return Some(Outcome::Unreachable(*c));
-    }
-    if let Some(c) = UNREACH6_CODES
-        .iter()
-        .find(|c| get(&format!("unreach6-{c}")) > 0)
-    {
-        return Some(Outcome::Unreachable6(*c));
-    }
-    settled.then_some(Outcome::Dropped)
-}
-
-/// Internet checksum (RFC 1071) of `data` with `init` folded in.
-fn checksum(data: &[u8], init: u32) -> u16 {
-    let mut sum = init;
-    for c in data.chunks(2) {
-        let w = u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]);
-        sum += u32::from(w);
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// The IP packet of `flow`: a SYN without options, a UDP datagram or an echo request with 8
-/// payload bytes (the lengths of [`packet_len`]), with correct checksums.
-fn packet(flow: &Flow, id: u16) -> (Vec<u8>, IpAddr) {
-    let v6 = flow.family == Family::Ipv6;
-    let payload = *b"netprobe";
-    let mut l4: Vec<u8> = match flow.protocol {
-        6 => {
-            let mut t = vec![0u8; 20];
-            t[0..2].copy_from_slice(&flow.sport.unwrap().to_be_bytes());
-            t[2..4].copy_from_slice(&flow.dport.unwrap().to_be_bytes());
-            t[4..8].copy_from_slice(&0x1000_0000u32.wrapping_add(u32::from(id)).to_be_bytes());
-            t[12] = 5 << 4;
-            t[13] = 0x02; // SYN
-            t[14..16].copy_from_slice(&1024u16.to_be_bytes());
-            t
-        }
-        17 => {
-            let mut u = vec![0u8; 8];
-            u[0..2].copy_from_slice(&flow.sport.unwrap().to_be_bytes());
-            u[2..4].copy_from_slice(&flow.dport.unwrap().to_be_bytes());
-            u[4..6].copy_from_slice(&16u16.to_be_bytes());
-            u.extend_from_slice(&payload);
-            u
-        }
-        1 | 58 => {
-            let mut i = vec![if v6 { 128 } else { 8 }, 0, 0, 0];
-            i.extend_from_slice(&id.to_be_bytes());
-            i.extend_from_slice(&1u16.to_be_bytes());
-            i.extend_from_slice(&payload);
-            i
-        }
-        p => panic!("protocol {p} not sent by the lab"),
-    };
-    let sum_at = match flow.protocol {
-        6 => 16,
-        17 => 6,
-        _ => 2,
-    };
-    let (src, dst) = (ip_bytes(flow.src), ip_bytes(flow.dst));
-    // The pseudo-header (RFC 793/768 for IPv4, RFC 8200 §8.1 for IPv6, which ICMPv6 uses too);
-    // ICMP over IPv4 has none.
-    let mut pseudo = Vec::new();
-    if flow.protocol != 1 {
-        pseudo.extend_from_slice(&src);
-        pseudo.extend_from_slice(&dst);
-        if v6 {
-            pseudo.extend_from_slice(&(l4.len() as u32).to_be_bytes());
-            pseudo.extend_from_slice(&[0, 0, 0, flow.protocol]);
-        } else {
-            pseudo.extend_from_slice(&[0, flow.protocol]);
-            pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-        }
-    }
-    let init = pseudo
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
-    let cs = checksum(&l4, init);
-    l4[sum_at..sum_at + 2].copy_from_slice(&cs.to_be_bytes());
-    let mut ip = if v6 {
-        let mut h = vec![0u8; 40];
-        h[0] = 0x60;
-        h[4..6].copy_from_slice(&(l4.len() as u16).to_be_bytes());
-        h[6] = flow.protocol;
-        h[7] = 64;
-        h[8..24].copy_from_slice(&src);
-        h[24..40].copy_from_slice(&dst);
-        h
-    } else {
-        let mut h = vec![0u8; 20];
-        h[0] = 0x45;
-        h[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-        h[4..6].copy_from_slice(&id.to_be_bytes());
-        h[8] = 64;
-        h[9] = flow.protocol;
-        h[12..16].copy_from_slice(&src);
-        h[16..20].copy_from_slice(&dst);
-        let cs = checksum(&h, 0);
-        h[10..12].copy_from_slice(&cs.to_be_bytes());
-        h
-    };
-    ip.extend_from_slice(&l4);
-    assert_eq!(
-        ip.len(),
-        usize::from(packet_len(flow.family, flow.protocol))
-    );
-    (ip, flow.dst)
-}
-
-fn ip_bytes(a: IpAddr) -> Vec<u8> {
-    match a {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
-    }
-}
-
-/// `iptables-legacy-save`, `ip6tables-nft-save`, …
-fn save_command(family: Family, backend: Backend) -> &'static str {
-    match (family, backend) {
-        (Family::Ipv4, Backend::Legacy) => "iptables-legacy-save",
-        (Family::Ipv4, Backend::Nft) => "iptables-nft-save",
-        (Family::Ipv6, Backend::Legacy) => "ip6tables-legacy-save",
-        (Family::Ipv6, Backend::Nft) => "ip6tables-nft-save",
-        (_, Backend::Nftables) => panic!("no iptables tool saves native nftables tables"),
-    }
-}
 
 /// The family of the case generated from `seed`: one in four is IPv6, chosen by a hash of the
 /// seed (so a case's seed alone reproduces it).
@@ -321,366 +55,6 @@ fn family_of(seed: u64) -> Family {
     } else {
         Family::Ipv4
     }
-}
-
-/// The three namespaces and what the cases need of them.
-struct DiffLab {
-    /// Kept for its lifetime: the namespace is deleted on drop.
-    _client: Netns,
-    router: Netns,
-    /// Kept for its lifetime.
-    _server: Netns,
-    lab: Lab,
-    dir: tempfile::TempDir,
-    client_sock: Socket,
-    router_sock: Socket,
-    client_sock6: Socket,
-    router_sock6: Socket,
-    next_id: u16,
-}
-
-/// Runs `argv` inside `ns` (a child of a thread that entered it: no `ip netns exec`), with a
-/// private xtables lock so other tests' iptables runs do not block it. Panics on failure.
-fn run(ns: &Netns, lock: &std::path::Path, argv: &[&str]) -> String {
-    let out = ns
-        .run_in(|| {
-            let mut c = Command::new(argv[0]);
-            c.args(&argv[1..]).env("XTABLES_LOCKFILE", lock);
-            run_bounded(c, CMD_TIMEOUT)
-        })
-        .unwrap()
-        .unwrap_or_else(|e| panic!("{}: {e}", argv.join(" ")));
-    if !out.status.success() {
-        panic!(
-            "{} in {} failed ({}): {}{}",
-            argv.join(" "),
-            ns.name(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn mac(ns: &Netns, dev: &str) -> String {
-    let link = ns.ip(&["-o", "link", "show", "dev", dev]).unwrap();
-    let mut it = link.split_whitespace();
-    it.find(|w| *w == "link/ether")
-        .and_then(|_| it.next())
-        .unwrap_or_else(|| panic!("no MAC in {link}"))
-        .to_string()
-}
-
-/// The router's interface towards the client.
-const ROUTER_INNER: &str = "ndin";
-/// The router's interface towards the server.
-const ROUTER_OUTER: &str = "ndout";
-
-/// Waits (at most 5 s) until `dev` in `ns` is operationally up.
-fn wait_up(ns: &Netns, dev: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let state = ns.ip(&["-o", "link", "show", "dev", dev]).unwrap();
-        if state.contains("state UP") {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{dev} not up: {state}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// A raw socket that sends whole IP packets (`IPPROTO_RAW` implies the header is included, for
-/// IPv4 and IPv6 alike).
-fn raw_socket(ns: &Netns, domain: Domain) -> Socket {
-    ns.run_in(|| Socket::new(domain, Type::RAW, Some(Protocol::from(255))))
-        .unwrap()
-        .expect("raw socket (needs CAP_NET_RAW)")
-}
-
-impl DiffLab {
-    fn new() -> DiffLab {
-        for tool in [
-            "iptables-legacy-restore",
-            "iptables-nft-restore",
-            "nft",
-            "conntrack",
-        ] {
-            let found = std::env::var_os("PATH")
-                .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-                .unwrap_or(false);
-            assert!(
-                found,
-                "`{tool}` is needed by the differential test and is not installed"
-            );
-        }
-        let client = Netns::new("ndc").unwrap();
-        let router = Netns::new("ndr").unwrap();
-        let server = Netns::new("nds").unwrap();
-        let inner =
-            Veth::connect(&router, "198.51.100.254/24", &client, "198.51.100.1/24").unwrap();
-        let outer = Veth::connect(&router, "203.0.113.254/24", &server, "203.0.113.1/24").unwrap();
-        // Fixed names for the router's ends, so that a seed gives the same rules in any run.
-        for (old, new) in [
-            (inner.a_name(), ROUTER_INNER),
-            (outer.a_name(), ROUTER_OUTER),
-        ] {
-            router.ip(&["link", "set", old, "down"]).unwrap();
-            router.ip(&["link", "set", old, "name", new]).unwrap();
-            router.ip(&["link", "set", new, "up"]).unwrap();
-        }
-        wait_up(&router, ROUTER_INNER);
-        wait_up(&router, ROUTER_OUTER);
-        let lab = Lab::new(ROUTER_INNER, ROUTER_OUTER);
-        // IPv6 after the renames (a link going down loses its IPv6 addresses), without DAD, and
-        // without link-local addresses, so that the fd00:: address is the only one of each end.
-        for (ns, dev, addr) in [
-            (&router, ROUTER_INNER, "fd00:1::fe/64"),
-            (&router, ROUTER_OUTER, "fd00:2::fe/64"),
-            (&client, inner.b_name(), "fd00:1::1/64"),
-            (&server, outer.b_name(), "fd00:2::1/64"),
-        ] {
-            ns.ip(&["addr", "add", addr, "dev", dev, "nodad"]).unwrap();
-            ns.ip(&["-6", "addr", "flush", "dev", dev, "scope", "link"])
-                .unwrap();
-        }
-        client
-            .ip(&["route", "add", "fd00:2::/64", "via", "fd00:1::fe"])
-            .unwrap();
-        server
-            .ip(&["route", "add", "fd00:1::/64", "via", "fd00:2::fe"])
-            .unwrap();
-        // SNAT targets (192.0.2.0/24, fd00:9::/64) routed towards the server, so that a REJECT of
-        // an SNATed packet can answer: the kernel sends nothing to an unroutable source.
-        router
-            .ip(&["route", "add", "192.0.2.0/24", "via", "203.0.113.1"])
-            .unwrap();
-        router
-            .ip(&["route", "add", "fd00:9::/64", "via", "fd00:2::1"])
-            .unwrap();
-        client
-            .ip(&["route", "add", "203.0.113.0/24", "via", "198.51.100.254"])
-            .unwrap();
-        server
-            .ip(&["route", "add", "198.51.100.0/24", "via", "203.0.113.254"])
-            .unwrap();
-        // Permanent neighbours: no ARP in flight when a case's packet goes out.
-        let (c_mac, r_in_mac) = (mac(&client, inner.b_name()), mac(&router, ROUTER_INNER));
-        let (s_mac, r_out_mac) = (mac(&server, outer.b_name()), mac(&router, ROUTER_OUTER));
-        let neigh = |ns: &Netns, addr: &str, mac: &str, dev: &str| {
-            ns.ip(&[
-                "neigh",
-                "replace",
-                addr,
-                "lladdr",
-                mac,
-                "dev",
-                dev,
-                "nud",
-                "permanent",
-            ])
-            .unwrap();
-        };
-        neigh(&client, "198.51.100.254", &r_in_mac, inner.b_name());
-        neigh(&router, "198.51.100.1", &c_mac, ROUTER_INNER);
-        neigh(&router, "198.51.100.7", &c_mac, ROUTER_INNER);
-        neigh(&router, "203.0.113.1", &s_mac, ROUTER_OUTER);
-        neigh(&server, "203.0.113.254", &r_out_mac, outer.b_name());
-        neigh(&client, "fd00:1::fe", &r_in_mac, inner.b_name());
-        neigh(&router, "fd00:1::1", &c_mac, ROUTER_INNER);
-        neigh(&router, "fd00:1::7", &c_mac, ROUTER_INNER);
-        neigh(&router, "fd00:2::1", &s_mac, ROUTER_OUTER);
-        neigh(&server, "fd00:2::fe", &r_out_mac, outer.b_name());
-        for (k, v) in [
-            ("net.ipv4.ip_forward", "1"),
-            ("net.ipv4.conf.all.rp_filter", "0"),
-            ("net.ipv4.conf.default.rp_filter", "0"),
-            ("net.ipv4.conf.all.send_redirects", "0"),
-            // Every REJECT must answer: no ICMP rate limit.
-            ("net.ipv4.icmp_ratelimit", "0"),
-            ("net.ipv4.icmp_ratemask", "0"),
-            ("net.ipv4.icmp_msgs_per_sec", "1000000"),
-            ("net.ipv6.conf.all.forwarding", "1"),
-            ("net.ipv6.icmp.ratelimit", "0"),
-        ] {
-            router.sysctl(k, v).unwrap();
-        }
-        for dev in [ROUTER_INNER, ROUTER_OUTER] {
-            router
-                .sysctl(&format!("net.ipv4.conf.{dev}.rp_filter"), "0")
-                .unwrap();
-            router
-                .sysctl(&format!("net.ipv4.conf.{dev}.send_redirects"), "0")
-                .unwrap();
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let lock = dir.path().join("xtables.lock");
-        for (ns, cmd) in [
-            (&client, "iptables-legacy"),
-            (&server, "iptables-legacy"),
-            (&client, "ip6tables-legacy"),
-            (&server, "ip6tables-legacy"),
-        ] {
-            run(
-                ns,
-                &lock,
-                &[
-                    cmd,
-                    "-w",
-                    "5",
-                    "-t",
-                    "raw",
-                    "-A",
-                    "PREROUTING",
-                    "-j",
-                    "DROP",
-                ],
-            );
-        }
-        let obs = dir.path().join("observer.nft");
-        std::fs::write(&obs, observer_table()).unwrap();
-        run(&router, &lock, &["nft", "-f", obs.to_str().unwrap()]);
-        let client_sock = raw_socket(&client, Domain::IPV4);
-        let router_sock = raw_socket(&router, Domain::IPV4);
-        let client_sock6 = raw_socket(&client, Domain::IPV6);
-        let router_sock6 = raw_socket(&router, Domain::IPV6);
-        let me = DiffLab {
-            _client: client,
-            router,
-            _server: server,
-            lab,
-            dir,
-            client_sock,
-            router_sock,
-            client_sock6,
-            router_sock6,
-            next_id: 1,
-        };
-        // The legacy tables first, so their hooks are registered before the nf_tables ones and run
-        // after them at equal priority (see `Case::rulesets`).
-        for family in [Family::Ipv4, Family::Ipv6] {
-            let empty = case(0, &me.lab, family);
-            let empty_text = empty_ruleset();
-            me.load(&Case {
-                legacy: empty_text.clone(),
-                nft: empty_text,
-                ..empty
-            });
-        }
-        me
-    }
-
-    fn lock(&self) -> std::path::PathBuf {
-        self.dir.path().join("xtables.lock")
-    }
-
-    fn load(&self, c: &Case) {
-        let legacy = self.dir.path().join("legacy.rules");
-        let nft = self.dir.path().join("nft.rules");
-        std::fs::write(&legacy, &c.legacy).unwrap();
-        std::fs::write(&nft, &c.nft).unwrap();
-        let lock = self.lock();
-        let (pre, ct_family) = match c.flow.family {
-            Family::Ipv4 => ("iptables", "ipv4"),
-            Family::Ipv6 => ("ip6tables", "ipv6"),
-        };
-        let restore = |backend: &str, path: &std::path::Path| {
-            let cmd = format!("{pre}-{backend}-restore");
-            run(
-                &self.router,
-                &lock,
-                &[&cmd, "-w", "5", path.to_str().unwrap()],
-            );
-        };
-        restore("legacy", &legacy);
-        restore("nft", &nft);
-        run(&self.router, &lock, &["conntrack", "-F", "-f", ct_family]);
-    }
-
-    fn counts(&self) -> Counts {
-        let lock = self.lock();
-        parse_counts(&run(
-            &self.router,
-            &lock,
-            &["nft", "list", "table", "inet", "ndiff_obs"],
-        ))
-    }
-
-    /// The router's rules with their packet counters, after a case (for a failure report).
-    fn saved_with_counters(&self, family: Family) -> String {
-        let lock = self.lock();
-        let mut s = String::new();
-        for cmd in [
-            save_command(family, Backend::Legacy),
-            save_command(family, Backend::Nft),
-        ] {
-            let out = run(&self.router, &lock, &[cmd, "-c"]);
-            let _ = writeln!(s, "--- {cmd} -c after the case ---");
-            for l in out.lines().filter(|l| !l.starts_with('#')) {
-                s.push_str(l);
-                s.push('\n');
-            }
-        }
-        s
-    }
-
-    /// Loads the case, sends its packet, and returns the outcome with the counter delta and the
-    /// sender's error, if any.
-    fn observe(&mut self, c: &Case) -> (Outcome, Counts, Option<String>) {
-        self.load(c);
-        let before = self.counts();
-        self.next_id = self.next_id.wrapping_add(1).max(1);
-        let (bytes, dst) = packet(&c.flow, self.next_id);
-        let sock = match (c.flow.origin, c.flow.family) {
-            (Origin::LocalOutput, Family::Ipv4) => &self.router_sock,
-            (Origin::LocalOutput, Family::Ipv6) => &self.router_sock6,
-            (_, Family::Ipv4) => &self.client_sock,
-            (_, Family::Ipv6) => &self.client_sock6,
-        };
-        let to = SockAddr::from(SocketAddr::new(dst, 0));
-        let send_err = sock.send_to(&bytes, &to).err().map(|e| e.to_string());
-        let start = Instant::now();
-        let mut arrived_reads = 0;
-        loop {
-            std::thread::sleep(Duration::from_millis(2));
-            let d = delta(&self.counts(), &before);
-            if d.get("arrive").copied().unwrap_or(0) > 0 {
-                arrived_reads += 1;
-            }
-            // A drop is final once the packet has arrived and a later read still shows nothing.
-            if let Some(o) = classify(&d, arrived_reads >= 2) {
-                return (o, d, send_err);
-            }
-            assert!(
-                start.elapsed() < ARRIVAL_TIMEOUT,
-                "seed {}: the test packet never reached the router's first hook (send: {send_err:?}, \
-                 counters {d:?}); the lab is broken, not the evaluator",
-                c.seed
-            );
-        }
-    }
-}
-
-/// All five tables, empty, ACCEPT policies.
-fn empty_ruleset() -> String {
-    let mut s = String::new();
-    for (t, chains) in [
-        ("raw", &["PREROUTING", "OUTPUT"][..]),
-        (
-            "mangle",
-            &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"][..],
-        ),
-        ("nat", &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"][..]),
-        ("filter", &["INPUT", "FORWARD", "OUTPUT"][..]),
-        ("security", &["INPUT", "FORWARD", "OUTPUT"][..]),
-    ] {
-        let _ = writeln!(s, "*{t}");
-        for c in chains {
-            let _ = writeln!(s, ":{c} ACCEPT [0:0]");
-        }
-        s.push_str("COMMIT\n");
-    }
-    s
 }
 
 fn show_trace(t: &Trace) -> String {
@@ -968,7 +342,7 @@ fn differential_kernel_agrees() {
         }
     }
     finish("differential", &tally, started);
-    if n >= 100 {
+    if n >= 500 {
         // A run that could not decide is no evidence: undetermined must stay a small minority, and
         // every kind of outcome must have been seen.
         let undetermined = tally.undetermined + tally.no_route;
@@ -977,9 +351,15 @@ fn differential_kernel_agrees() {
             "{undetermined} of {} cases undetermined",
             tally.cases
         );
-        for o in ["Accepted", "Dropped", "Reset"] {
+        // TCP resets are about 0.5% of cases: required only of longer runs.
+        let needed: &[&str] = if n >= 2000 {
+            &["Accepted", "Dropped", "Reset"]
+        } else {
+            &["Accepted", "Dropped"]
+        };
+        for o in needed {
             assert!(
-                tally.by_outcome.contains_key(o),
+                tally.by_outcome.contains_key(*o),
                 "no case ended {o}: {tally:?}"
             );
         }
@@ -1021,8 +401,15 @@ fn written(path: CasePath, flow: Flow, legacy: &str, nft: &str) -> Case {
 
 /// Seeds of past disagreements (valid for the generator version that found them; the
 /// hand-written cases below are the durable form).
-const REGRESSION_SEEDS: [u64; 7] = [
-    0xd1ff07f, 0xd1ff0d1, 0xd1ff2a8, 0xd1ff283, 13139, 779189, 0xd1ff016,
+const REGRESSION_SEEDS: [(u64, Family); 8] = [
+    (0xd1ff07f, Family::Ipv4),
+    (0xd1ff0d1, Family::Ipv4),
+    (0xd1ff2a8, Family::Ipv4),
+    (0xd1ff283, Family::Ipv4),
+    (13139, Family::Ipv4),
+    (779189, Family::Ipv4),
+    (0xd1ff016, Family::Ipv4),
+    (20280609, Family::Ipv6),
 ];
 
 #[test]
@@ -1158,8 +545,8 @@ fn regressions_kernel_agrees() {
         .iter()
         .map(|c| check(&mut lab, c, &mut tally))
         .collect();
-    for s in REGRESSION_SEEDS {
-        let c = case(s, &lab.lab, Family::Ipv4);
+    for (s, family) in REGRESSION_SEEDS {
+        let c = case(s, &lab.lab, family);
         check(&mut lab, &c, &mut tally);
     }
     assert_eq!(

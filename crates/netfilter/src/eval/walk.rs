@@ -547,6 +547,9 @@ impl<'a> Walker<'a> {
                     // On `lo`, inet_select_addr(RT_SCOPE_UNIVERSE) skips 127.0.0.1 (host scope)
                     // and takes a global address of another device: not known from the model.
                     Dev::Named(n) if n == "lo" && family == Family::Ipv4 => None,
+                    // IPv6 asks ipv6_dev_get_saddr for the (local) destination, and RFC 6724
+                    // rule 1 "prefer same address" picks the destination itself.
+                    Dev::Named(n) if n == "lo" => self.p.dst,
                     Dev::Named(n) => self.host.sole_addr(n, family),
                     _ => None,
                 };
