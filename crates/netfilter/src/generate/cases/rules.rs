@@ -306,6 +306,7 @@ impl Gen<'_> {
                     }
                 });
                 let flags = flags.map(|f| self.neg(f));
+                let dport = fix_double_negation(&sport, dport);
                 m.push(Match::Tcp(TcpMatch {
                     sport,
                     dport,
@@ -318,6 +319,7 @@ impl Gen<'_> {
                 let dport = dport.map(|d| self.neg(d));
                 let sport = self.r.chance(1, 4).then(|| self.sport());
                 let sport = sport.map(|s| self.neg(s));
+                let dport = fix_double_negation(&sport, dport);
                 m.push(Match::Udp(UdpMatch { sport, dport }));
             }
             1 if self.r.chance(2, 3) => {
@@ -658,5 +660,25 @@ impl Gen<'_> {
                 }
             }
         }
+    }
+}
+
+/// `! --sport A ! --dport B` with single ports is not generated: iptables-nft 1.8.9 loads both
+/// ports as one 4-byte payload and compares it `!=` once, so the rule matches when *either* port
+/// differs (OR), while the rule text — and xt_tcpudp, and the legacy backend — mean both (AND).
+/// (`nft --debug=netlink`: `payload load 4b @ transport header + 0`, `cmp neq`; found by the
+/// differential test, seed 32906.) That is an iptables-nft bug, not evaluator semantics; the
+/// dport negation is dropped instead (no random draw, so other cases stay the same).
+fn fix_double_negation(
+    sport: &Option<Neg<PortRange>>,
+    dport: Option<Neg<PortRange>>,
+) -> Option<Neg<PortRange>> {
+    let single = |n: &Neg<PortRange>| n.negated && n.value.start == n.value.end;
+    match (sport, dport) {
+        (Some(s), Some(d)) if single(s) && single(&d) => Some(Neg {
+            negated: false,
+            value: d.value,
+        }),
+        (_, d) => d,
     }
 }
