@@ -112,13 +112,22 @@ impl Lab {
         }
     }
 
-    /// What the evaluator knows about the router: its addresses (/24 and /64).
+    /// What the evaluator knows about the router: its addresses (/24 and /64, whose connected
+    /// routes the model implies) and the routes the lab adds for the SNAT targets (192.0.2.0/24 and
+    /// fd00:9::/64 towards the server), so that a DNAT's new output interface is known.
     pub fn host_model(&self) -> HostModel {
-        HostModel::default()
+        let snat4 = crate::addr::Cidr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 0)), 24);
+        let snat6 =
+            crate::addr::Cidr::new(IpAddr::V6(Ipv6Addr::new(0xfd00, 9, 0, 0, 0, 0, 0, 0)), 64);
+        let host = HostModel::default()
             .with_addr(&self.inner_if, IpAddr::V4(self.router_inner), 24)
             .with_addr(&self.outer_if, IpAddr::V4(self.router_outer), 24)
             .with_addr(&self.inner_if, IpAddr::V6(self.router_inner6), 64)
-            .with_addr(&self.outer_if, IpAddr::V6(self.router_outer6), 64)
+            .with_addr(&self.outer_if, IpAddr::V6(self.router_outer6), 64);
+        [snat4, snat6]
+            .into_iter()
+            .flatten()
+            .fold(host, |h, net| h.with_route(net, &self.outer_if))
     }
 }
 
