@@ -189,6 +189,28 @@ fn kube_firewall(ns: &Netns) {
     rule(ns, "iptables-nft", &["-A", "OUTPUT", "-j", "KUBE-FIREWALL"]);
 }
 
+/// (b') The same incident with the drop in a native nftables table (firewalld-style `inet`):
+/// `nft -j list ruleset` is parsed and the finding names the native rule with its nft text.
+#[test]
+fn echo_request_dropped_by_a_native_nftables_table() {
+    let (src, dst, _v) = host_with_peer("dgnft", "203.0.113.1/24", "203.0.113.178/24");
+    for cmd in [
+        "add table inet fw",
+        "add chain inet fw in { type filter hook input priority 10; policy accept; }",
+        "add rule inet fw in icmp type echo-request counter drop comment \"no pings\"",
+    ] {
+        dst.exec_ok(&["nft", cmd]).unwrap();
+    }
+    let d = diagnose(&["--netns", src.name(), "icmp://203.0.113.178"], 1);
+    assert_eq!(ids(&d), ["firewall-drop"], "{d:#}");
+    let f = finding(&d, "firewall-drop");
+    let ev = evidence(f);
+    assert!(ev.contains("icmp type echo-request"), "{ev}");
+    assert!(ev.contains("fw") && ev.contains("in"), "{ev}");
+    let fix = f["fixes"][0].as_str().unwrap();
+    assert!(fix.contains("nft insert rule inet fw in"), "{fix}");
+}
+
 /// (c) A health server on 127.0.0.2:9099 behind KUBE-FIREWALL, checked from a non-loopback
 /// source: by an explicit bind, then by the local route's `src` → localnet-firewall with the
 /// source and why; the check times out, it is not refused.
