@@ -24,7 +24,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::addr::{Cidr, PortRange};
-use crate::matches::{Match, Neg, TcpMatch, UdpMatch};
+use crate::matches::{Match, Neg, TcpMatch, UdpMatch, negated_port_pair};
 use crate::model::{Backend, Family, Rule, Ruleset, TableName};
 use crate::parse::{ReferenceKind, RestorePayload};
 use crate::target::Target;
@@ -81,10 +81,47 @@ fn evidence(rs: &Ruleset, table: TableName, chain: &str, number: usize, rule: &R
     )
 }
 
-/// The checks that need one ruleset: `missing-chain` and `shadowed-rule`.
+/// The checks that need one ruleset: `missing-chain`, `shadowed-rule` and
+/// `nft-negated-port-pair`.
 pub fn check_ruleset(rs: &Ruleset) -> Vec<Finding> {
     let mut out = missing_chains(rs);
     out.extend(shadowed_rules(rs));
+    out.extend(nft_negated_port_pairs(rs));
+    out
+}
+
+/// `nft-negated-port-pair`: an iptables-nft rule with `! --sport A ! --dport B` (single ports).
+/// iptables-nft 1.8.9 loads it as one `th sport . th dport != A . B` comparison, which matches
+/// when either port differs, not only when both do as the text says: the rule matches (and
+/// decides) more packets than it reads. Found by netprobe's kernel differential test.
+pub fn nft_negated_port_pairs(rs: &Ruleset) -> Vec<Finding> {
+    if rs.backend != Some(Backend::Nft) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for table in &rs.tables {
+        for chain in &table.chains {
+            for (i, rule) in chain.rules.iter().enumerate() {
+                let Some((a, b)) = rule.matches.iter().find_map(negated_port_pair) else {
+                    continue;
+                };
+                out.push(Finding {
+                    id: "nft-negated-port-pair",
+                    severity: Severity::Warning,
+                    summary: format!(
+                        "{} {} rule {} says `! --sport {a} ! --dport {b}` (both differ) but \
+                         iptables-nft compiles it to `th sport . th dport != {a} . {b}` (either \
+                         differs): check `nft list chain` and split the rule, or use \
+                         `-m multiport`",
+                        table.name,
+                        chain.name,
+                        i + 1
+                    ),
+                    evidence: vec![evidence(rs, table.name, &chain.name, i + 1, rule)],
+                });
+            }
+        }
+    }
     out
 }
 
@@ -604,6 +641,18 @@ COMMIT
         // The `-m mark` pair is identical but only the simple kinds are compared; `-p tcp`
         // covers the `-m tcp` rule only when that rule says `-p tcp` too.
         assert!(shadowed_rules(&rs).is_empty(), "{:#?}", shadowed_rules(&rs));
+    }
+
+    #[test]
+    fn nft_negated_port_pair_is_flagged_only_for_the_nft_backend() {
+        let text = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+                    -A INPUT -p tcp -m tcp ! --sport 1000 ! --dport 22 -j DROP\n\
+                    -A INPUT -p tcp -m tcp ! --sport 1000:2000 ! --dport 22 -j DROP\n\
+                    -A INPUT -p udp -m udp --sport 53 ! --dport 53 -j DROP\nCOMMIT\n";
+        let f = nft_negated_port_pairs(&save(text, Backend::Nft));
+        assert_eq!(ids(&f), ["nft-negated-port-pair"]);
+        assert!(f[0].evidence[0].contains("INPUT rule 1"), "{f:?}");
+        assert!(nft_negated_port_pairs(&save(text, Backend::Legacy)).is_empty());
     }
 
     #[test]

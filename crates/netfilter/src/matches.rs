@@ -163,6 +163,22 @@ pub struct TcpMatch {
     pub option: Option<Neg<u8>>,
 }
 
+/// The single ports of `! --sport A ! --dport B` in a `-m tcp` / `-m udp` match, when both are
+/// negated single ports. iptables-nft 1.8.9 compiles that pair into one 4-byte `!=` comparison of
+/// `th sport . th dport`, so the kernel matches when *either* port differs, while the text means
+/// *both* differ (found by the kernel differential test; `nft list` shows the merged payload).
+pub fn negated_port_pair(m: &Match) -> Option<(u16, u16)> {
+    let (sport, dport) = match m {
+        Match::Tcp(t) => (t.sport.as_ref()?, t.dport.as_ref()?),
+        Match::Udp(u) => (u.sport.as_ref()?, u.dport.as_ref()?),
+        _ => return None,
+    };
+    let single = |n: &Neg<crate::addr::PortRange>| {
+        (n.negated && n.value.start == n.value.end).then_some(n.value.start)
+    };
+    Some((single(sport)?, single(dport)?))
+}
+
 /// `-m udp` options (libxt_udp.man).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct UdpMatch {

@@ -5,8 +5,9 @@
 
 mod eval_support;
 
-use eval_support::{decided, host, ip, legacy};
-use netfilter::eval::{Flow, Origin, Verdict, trace};
+use eval_support::{decided, host, ip, legacy, rules};
+use netfilter::Backend;
+use netfilter::eval::{Flow, HostModel, Origin, Verdict, trace};
 
 /// Differential seed 0xd1ff07f: `-m conntrack` with no conntrack entry (here: raw PREROUTING,
 /// before conntrack) matches iff it has a passing `--ctstate` test; every other option is ignored
@@ -268,5 +269,37 @@ fn ipv6_masquerade_on_loopback_keeps_the_local_address() {
         decided(t.single().unwrap()),
         ("raw".into(), "PREROUTING".into(), Some(1)),
         "{t:#?}"
+    );
+}
+
+/// iptables-nft 1.8.9 compiles `! --sport A ! --dport B` into one `th sport . th dport != A . B`
+/// comparison (the generator stopped writing it after the differential test met it): where the
+/// two readings differ for the packet the verdict is undetermined, naming the rule; where they
+/// agree it is decided; legacy rules keep the text's meaning.
+#[test]
+fn nft_negated_port_pair_is_undetermined_only_where_the_readings_differ() {
+    let text = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+                -A INPUT -p tcp -m tcp ! --sport 1000 ! --dport 22 -j DROP\nCOMMIT\n";
+    let host = HostModel::default().with_addr("eth0", ip("198.51.100.5"), 24);
+    let flow = |sport: u16, dport: u16| Flow {
+        sport: Some(sport),
+        in_iface: Some("eth0".into()),
+        ..Flow::tcp(Origin::Input, ip("198.51.100.9"), ip("198.51.100.5"), dport)
+    };
+    let nft = [rules(text, Backend::Nft)];
+    let v = trace(&nft, &host, &flow(1000, 80)).verdict();
+    let Verdict::Undetermined { reason } = v else {
+        panic!("{v:?}")
+    };
+    assert!(reason.contains("th sport . th dport"), "{reason}");
+    assert_eq!(trace(&nft, &host, &flow(5, 80)).verdict(), Verdict::Drop);
+    assert_eq!(
+        trace(&nft, &host, &flow(1000, 22)).verdict(),
+        Verdict::Accept
+    );
+    let legacy = [rules(text, Backend::Legacy)];
+    assert_eq!(
+        trace(&legacy, &host, &flow(1000, 80)).verdict(),
+        Verdict::Accept
     );
 }

@@ -403,9 +403,15 @@ impl<'a> Walker<'a> {
 
     /// Evaluates every match; `-m statistic` is decided last, by the branch being walked.
     fn eval_rule(&mut self, cx: Cx<'_>, chain: &Chain, idx: usize, rule: &Rule) -> RuleEval {
+        let nft = cx.rs.backend == Some(crate::model::Backend::Nft);
         let mut first_unknown = None;
         for m in &rule.matches {
-            match eval(m, &self.p, self.host) {
+            let ambiguous = nft.then(|| nft_port_pair_differs(m, &self.p)).flatten();
+            let tri = match ambiguous {
+                Some(why) => Tri::Unknown(why),
+                None => eval(m, &self.p, self.host),
+            };
+            match tri {
                 Tri::Yes => {}
                 Tri::No => {
                     return RuleEval::NotMatched(format!("`{}` does not hold", render_match(m)));
@@ -621,6 +627,22 @@ impl<'a> Walker<'a> {
             dropped: false,
         })
     }
+}
+
+/// Why an iptables-nft match `! --sport A ! --dport B` cannot be decided for this packet:
+/// the kernel's compiled form matches when either port differs
+/// ([`crate::matches::negated_port_pair`]), the text only when both do, and exactly one of the
+/// packet's ports equals its value. `None` where both readings agree.
+fn nft_port_pair_differs(m: &Match, p: &Packet) -> Option<String> {
+    let (a, b) = crate::matches::negated_port_pair(m)?;
+    let (sp, dp) = (p.sport?, p.dport?);
+    ((sp == a) != (dp == b)).then(|| {
+        format!(
+            "`! --sport {a} ! --dport {b}` in iptables-nft: the kernel's compiled form (one \
+             `th sport . th dport != {a} . {b}` comparison, iptables 1.8.9) matches this packet \
+             ({sp} -> {dp}) while the rule's text does not"
+        )
+    })
 }
 
 /// The note for rules `from..to` (0-based) jumped over by the chain index.
