@@ -139,12 +139,13 @@ fn print_report(verb: &str, r: &Report, json_out: bool) {
             _ => "MISSING",
         };
         println!("{}: {state}", f.family);
-        if verb == "status" || f.applied.is_some() {
+        // What remove deletes does not depend on the interfaces given, so no diff is shown for it.
+        if verb == "status" || (verb == "ensure" && f.applied.is_some()) {
             for m in &f.missing {
                 println!("  missing: {m}");
             }
             for x in &f.extra {
-                println!("  not netprobe's: {x}");
+                println!("  not wanted (replaced on ensure): {x}");
             }
         }
     }
