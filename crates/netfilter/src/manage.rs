@@ -508,12 +508,12 @@ pub fn choose_backend(rulesets: &[Ruleset], legacy_tables: &[String]) -> Backend
     if legacy > nft {
         BackendChoice {
             backend: Backend::Legacy,
-            reason: format!("legacy has {legacy} rules, nft {nft} ({tables})"),
+            reason: format!("legacy has {legacy} rule(s), nft {nft} ({tables})"),
         }
     } else {
         BackendChoice {
             backend: Backend::Nft,
-            reason: format!("legacy has {legacy} rules, nft {nft}: nft, the default ({tables})"),
+            reason: format!("legacy has {legacy} rule(s), nft {nft}: nft, the default ({tables})"),
         }
     }
 }
