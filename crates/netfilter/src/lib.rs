@@ -24,6 +24,7 @@ pub mod generate;
 pub mod icmp;
 pub mod ipset;
 pub mod lex;
+pub mod manage;
 pub mod matches;
 pub mod model;
 pub mod nft;

@@ -84,6 +84,14 @@ pub enum Command {
     /// accept, 1 drop/reject/undetermined, 2 bad input. Native `nft -j` rulesets are collected
     /// with `--live` but not evaluated yet.
     Trace(trace::TraceArgs),
+    /// Keep the rules the mesh needs (ICMP echo in/out and the TCP fallback port on the given
+    /// interfaces) in chains of netprobe's own: `ensure`, `status` (exit 0 in place, 1 missing),
+    /// `remove`; 2 on bad input.
+    Firewall {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::firewall::cli::FirewallCommand,
+    },
     /// Static checks on netfilter rulesets.
     Rules {
         /// What to do.

@@ -15,6 +15,7 @@ pub mod collect;
 pub mod conditions;
 pub mod config;
 pub mod diagnose;
+pub mod firewall;
 pub mod logging;
 pub mod metrics;
 pub mod oneshot;
