@@ -54,6 +54,8 @@ fn main() -> ExitCode {
             Command::Diagnose(args) => netprobe::diagnose::cli::run_diagnose(args).await,
             Command::Snapshot(args) => netprobe::diagnose::cli::run_snapshot(&args),
             Command::Trace(args) => netprobe::trace::run_trace(&args),
+            Command::Isolate(args) => netprobe::isolate::run_isolate(args).await,
+            Command::Release(args) => netprobe::isolate::run_release(args).await,
             Command::Rules {
                 command:
                     RulesCommand::Check {
