@@ -216,6 +216,7 @@ fn ok(o: &std::process::Output) -> String {
 fn isolations(db: &str) -> Vec<store::IsolationRecord> {
     use store::Store as _;
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {

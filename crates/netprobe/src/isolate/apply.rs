@@ -177,7 +177,8 @@ pub enum ApplyError {
     },
 }
 
-/// Runs `program --noflush -w FILE` with `payload` in FILE (a fresh file in the temp directory,
+/// Runs `program --noflush -w 5 FILE` with `payload` in FILE (`-w` takes an optional number of
+/// seconds and would otherwise swallow FILE, leaving the program reading an empty stdin) (a fresh file in the temp directory,
 /// removed afterwards). Runs in the calling thread's namespace.
 fn restore(program: &str, payload: &str) -> Result<(), ApplyError> {
     let nanos = SystemTime::now()
@@ -201,7 +202,7 @@ fn restore(program: &str, payload: &str) -> Result<(), ApplyError> {
         source,
     })?;
     let c = capture(
-        &[program, "--noflush", "-w", &shown],
+        &[program, "--noflush", "-w", "5", &shown],
         Duration::from_secs(30),
     );
     let _ = std::fs::remove_file(&path);

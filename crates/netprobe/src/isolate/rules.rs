@@ -299,10 +299,9 @@ mod tests {
         let text = as_save(&isolate_payload(false, &[probe]));
         let rs = netfilter::parse_save(&text, &netfilter::ParseOptions::default()).unwrap();
         let rs = std::slice::from_ref(&rs);
-        let host =
-            HostModel::default()
-                .with_addr("eth0", pod, 24)
-                .with_addr("lo", ip("127.0.0.1"), 8)
+        let host = HostModel::default()
+            .with_addr("eth0", pod, 24)
+            .with_addr("lo", ip("127.0.0.1"), 8)
             .with_route(netfilter::Cidr::parse("0.0.0.0/0").unwrap(), "eth0");
         let verdict = |f: Flow| trace(rs, &host, &f).verdict();
         let inbound = |src, port| Flow {
