@@ -231,10 +231,13 @@ mod tests {
         }
     }
 
-    /// (initialDelay, period, timeout, failureThreshold), container age, expected window.
+    /// (initialDelay, period, timeout, failureThreshold) in seconds.
+    type Timing = (u32, u32, u32, u32);
+
+    /// Timing, container age, expected window.
     #[test]
     fn restart_time_follows_the_kubelet() {
-        let cases: &[((u32, u32, u32, u32), Option<u32>, (u32, u32))] = &[
+        let cases: &[(Timing, Option<u32>, (u32, u32))] = &[
             // Defaults: failures at tick+1, +11, +21 → 21 s after a tick right after isolation,
             // up to one period later.
             ((0, 10, 1, 3), None, (21, 31)),

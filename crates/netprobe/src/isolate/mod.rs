@@ -19,7 +19,7 @@ pub mod podspec;
 pub mod rules;
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{ArgGroup, Args};
 use serde_json::json;
@@ -141,7 +141,7 @@ fn store_path(db: &Option<PathBuf>, config: &Option<PathBuf>) -> Result<PathBuf,
     }
 }
 
-async fn open_store(path: &PathBuf) -> Result<SqliteStore, String> {
+async fn open_store(path: &Path) -> Result<SqliteStore, String> {
     SqliteStore::open(path)
         .await
         .map_err(|e| format!("store {}: {e}", path.display()))
