@@ -109,9 +109,15 @@ struct Lab {
     _veths: Vec<Veth>,
     _servers: Vec<Server>,
     dir: tempfile::TempDir,
+    /// `nft` or `legacy`: the backend of the pod's own rules.
+    backend: &'static str,
 }
 
 fn lab(prefix: &str) -> Lab {
+    lab_on(prefix, "nft")
+}
+
+fn lab_on(prefix: &str, backend: &'static str) -> Lab {
     let pod = Netns::new(&format!("{prefix}p")).unwrap();
     let node = Netns::new(&format!("{prefix}n")).unwrap();
     let client = Netns::new(&format!("{prefix}c")).unwrap();
@@ -127,12 +133,12 @@ fn lab(prefix: &str) -> Lab {
     // give them back unchanged.
     rule(
         &pod,
-        "iptables-nft",
+        &format!("iptables-{backend}"),
         &["-A", "INPUT", "-p", "tcp", "--dport", "9", "-j", "ACCEPT"],
     );
     rule(
         &pod,
-        "ip6tables-nft",
+        &format!("ip6tables-{backend}"),
         &["-A", "OUTPUT", "-p", "udp", "--dport", "9", "-j", "ACCEPT"],
     );
     let servers = vec![serve(&pod, "0.0.0.0:8080"), serve(&dest, DEST)];
@@ -147,6 +153,7 @@ fn lab(prefix: &str) -> Lab {
         _veths: veths,
         _servers: servers,
         dir,
+        backend,
     };
     let deadline = Instant::now() + Duration::from_secs(5);
     while !(http_ok(&l.node, POD_NODE) && http_ok(&l.pod, DEST)) {
@@ -164,11 +171,13 @@ impl Lab {
         self.dir.path().join(f).to_str().unwrap().to_string()
     }
 
-    /// `iptables-nft-save` and `ip6tables-nft-save` of the pod, comments and counters aside.
+    /// `iptables-B-save` and `ip6tables-B-save` of the pod (B its backend), comments and counters
+    /// aside.
     fn saved(&self) -> String {
         let mut out = String::new();
-        for tool in ["iptables-nft-save", "ip6tables-nft-save"] {
-            let t = self.pod.exec_ok(&[tool]).unwrap();
+        for family in ["iptables", "ip6tables"] {
+            let tool = format!("{family}-{}-save", self.backend);
+            let t = self.pod.exec_ok(&[&tool]).unwrap();
             for l in t.lines().filter(|l| !l.starts_with('#')) {
                 let l = match l.rfind(" [") {
                     Some(i) if l.starts_with(':') => &l[..i],
@@ -465,4 +474,40 @@ fn bad_input_leaves_nothing_behind() {
     }
     assert_eq!(l.flows(), [true; 5]);
     assert!(isolations(&db).is_empty());
+}
+
+/// A legacy-backend pod named by pid, with `--allow` for one outbound destination: the rules go
+/// to iptables-legacy (where the pod's own rules are), the allowed egress passes and nothing
+/// else, and release restores the legacy ruleset exactly.
+#[test]
+fn legacy_backend_by_pid_with_an_allowed_destination() {
+    let l = lab_on("iso4", "legacy");
+    let before = l.saved();
+    let nft_before = l.pod.exec_ok(&["iptables-nft-save"]).unwrap();
+    let sleeper = l.pod.spawn(&["sleep", "120"]).unwrap();
+    let pid = sleeper.id().to_string();
+    let o = l.np(&["isolate", "--pid", &pid, "--allow", DEST, "--json"]);
+    let doc = json(&o);
+    assert_eq!(code(&o), 0, "{doc:#} {}", text(&o.stderr));
+    assert_eq!(doc["backend"], "legacy", "{doc:#}");
+    assert!(l.saved().contains(":NETPROBE-ISOLATE-OUT"));
+    // Egress to the allowed destination passes; the probes, the client and loopback as before.
+    assert_eq!(l.flows(), [false, false, false, true, true]);
+    assert!(
+        connect(&l.pod, "192.0.2.1:8081").is_none(),
+        "another port of the allowed host passed"
+    );
+    ok(&l.np(&["release", "--pid", &pid]));
+    assert_eq!(l.saved(), before);
+    assert_eq!(
+        l.pod
+            .exec_ok(&["iptables-nft-save"])
+            .unwrap()
+            .lines()
+            .filter(|x| !x.starts_with('#'))
+            .count(),
+        nft_before.lines().filter(|x| !x.starts_with('#')).count()
+    );
+    assert_eq!(l.flows(), [true; 5]);
+    drop(sleeper);
 }
