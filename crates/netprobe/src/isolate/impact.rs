@@ -103,10 +103,17 @@ pub fn fail_window(p: &Probe, age_seconds: Option<u32>) -> Window {
     }
 }
 
-/// Predicts the kubelet's reaction to isolating `pod` (see the module docs for the semantics).
-pub fn predict(pod: &PodSpec, keep_probes: bool, age_seconds: Option<u32>) -> ImpactReport {
+/// Predicts the kubelet's reaction to isolating `pod` at `now_unix_seconds` (see the module docs
+/// for the semantics). A container whose start time the manifest gives
+/// ([`PodSpec::started_at`]) gets an exact time on the kubelet's ticker grid, `initialDelaySeconds`
+/// included; the others a window one period wide.
+pub fn predict(pod: &PodSpec, keep_probes: bool, now_unix_seconds: Option<u64>) -> ImpactReport {
     let mut probes = Vec::new();
     for p in &pod.probes {
+        let age_seconds = now_unix_seconds.and_then(|now| {
+            let (_, start) = pod.started_at.iter().find(|(c, _)| *c == p.container)?;
+            u32::try_from(now.checked_sub(*start)?).ok()
+        });
         let network = p.handler.port().is_some();
         let (fails, consequence) = match (p.kind, network, keep_probes) {
             (_, false, _) => (
@@ -275,6 +282,7 @@ mod tests {
             name: Some("web".into()),
             probes,
             volume_mounts: vec![("app".into(), "/data".into())],
+            started_at: vec![],
         }
     }
 
@@ -332,6 +340,20 @@ mod tests {
         let text = render(&kept);
         assert!(text.contains("restart: none"), "{text}");
         assert!(!text.contains("fails after"), "{text}");
+
+        // A known start time: exact, with the initial delay. Started at 1000, isolated at 1005,
+        // initialDelay 60, period 10 → first probe at age 60 → 55 + 2×10 + 1.
+        let young = PodSpec {
+            started_at: vec![("app".into(), 1_000)],
+            ..pod(vec![probe(
+                ProbeKind::Liveness,
+                Handler::TcpSocket { port: 80 },
+                (60, 10, 1, 3),
+            )])
+        };
+        let w = predict(&young, false, Some(1_005)).restart_after.unwrap();
+        assert_eq!((w.earliest_seconds, w.latest_seconds), (76, 76));
+        assert!(render(&predict(&young, false, Some(1_005))).contains("container 76 s after"));
 
         let none = render(&predict(&pod(vec![]), false, None));
         assert!(none.contains("no probes"), "{none}");

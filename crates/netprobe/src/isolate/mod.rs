@@ -111,6 +111,12 @@ fn target(netns: &Option<String>, pid: Option<u32>) -> NetnsTarget {
     }
 }
 
+fn now_unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 fn undo_payload(_ipv6: bool) -> String {
     rules::release_payload()
 }
@@ -258,7 +264,7 @@ pub async fn run_isolate(args: IsolateArgs) -> u8 {
     }
     let report = pod
         .as_ref()
-        .map(|p| impact::predict(p, args.keep_probes, None));
+        .map(|p| impact::predict(p, args.keep_probes, Some(now_unix_seconds())));
     let backend = state.backend();
     let payloads: Vec<(bool, String)> = [false, true]
         .into_iter()

@@ -138,6 +138,9 @@ pub struct PodSpec {
     pub probes: Vec<Probe>,
     /// `(container, mountPath)` of every volume mount: files there survive a container restart.
     pub volume_mounts: Vec<(String, String)>,
+    /// `(container, Unix seconds)` from `status.containerStatuses[].state.running.startedAt`
+    /// (present in `kubectl get pod -o yaml` output): when each running container started.
+    pub started_at: Vec<(String, u64)>,
 }
 
 #[derive(Deserialize)]
@@ -145,6 +148,31 @@ struct RawPod {
     #[serde(default)]
     metadata: RawMeta,
     spec: RawSpec,
+    status: Option<RawStatus>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawStatus {
+    #[serde(default)]
+    container_statuses: Vec<RawContainerStatus>,
+}
+
+#[derive(Deserialize)]
+struct RawContainerStatus {
+    name: String,
+    state: Option<RawState>,
+}
+
+#[derive(Deserialize)]
+struct RawState {
+    running: Option<RawRunning>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawRunning {
+    started_at: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -243,10 +271,23 @@ pub fn parse(text: &str, origin: &str) -> Result<PodSpec, PodSpecError> {
                 .map(|m| (c.name.clone(), m.mount_path)),
         );
     }
+    let started_at = raw
+        .status
+        .map(|s| s.container_statuses)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| {
+            let at = c.state?.running?.started_at?;
+            let t = humantime::parse_rfc3339_weak(&at).ok()?;
+            let secs = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+            Some((c.name, secs))
+        })
+        .collect();
     Ok(PodSpec {
         name: raw.metadata.name,
         probes,
         volume_mounts,
+        started_at,
     })
 }
 
@@ -334,6 +375,12 @@ mod tests {
         assert_eq!(p.probes[1].failure_threshold, 3);
         assert_eq!(p.probes[1].timeout_seconds, 1);
         assert_eq!(p.volume_mounts, [("app".to_string(), "/data".to_string())]);
+        assert!(p.started_at.is_empty());
+        let with_status = format!(
+            "{YAML}status:\n  containerStatuses:\n  - name: app\n    state:\n      running:\n        startedAt: \"2026-11-27T10:00:00Z\"\n"
+        );
+        let p = parse(&with_status, "pod.yaml").unwrap();
+        assert_eq!(p.started_at, [("app".to_string(), 1_795_773_600)]);
         let json = r#"{"spec":{"containers":[{"name":"a","livenessProbe":{"grpc":{"port":9090},"failureThreshold":5}}]}}"#;
         let p = parse(json, "pod.json").unwrap();
         assert_eq!(p.probes[0].handler, Handler::Grpc { port: 9090 });
