@@ -497,8 +497,22 @@ fn legacy_backend_by_pid_with_an_allowed_destination() {
         connect(&l.pod, "192.0.2.1:8081").is_none(),
         "another port of the allowed host passed"
     );
-    ok(&l.np(&["release", "--pid", &pid]));
+    // Released with `-c`: recorded in the store the daemon's config points at.
+    let db = l.path("history.db");
+    let cfg = l.path("netprobe.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "storage: {{ path: \"{db}\" }}\nchecks:\n  - name: lo\n    icmp: {{ host: \"127.0.0.1\" }}\n"
+        ),
+    )
+    .unwrap();
+    ok(&netprobe(&["release", "--pid", &pid, "-c", &cfg]));
     assert_eq!(l.saved(), before);
+    let recs = isolations(&db);
+    let actions: Vec<&str> = recs.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(actions, ["release", "isolate"]);
+    assert_eq!(recs[1].netns, format!("network namespace of pid {pid}"));
     assert_eq!(
         l.pod
             .exec_ok(&["iptables-nft-save"])
