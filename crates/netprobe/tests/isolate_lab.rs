@@ -525,3 +525,38 @@ fn legacy_backend_by_pid_with_an_allowed_destination() {
     assert_eq!(l.flows(), [true; 5]);
     drop(sleeper);
 }
+
+/// When the IPv6 restore fails after the IPv4 one succeeded, the IPv4 rules are taken out again:
+/// exit 1, the ruleset as before, nothing recorded. The failure is a stand-in
+/// `ip6tables-nft-restore` (a script that exits 1) first in `PATH`: a mock, as no real kernel
+/// refuses this payload on demand.
+#[test]
+fn mock_ip6tables_failure_rolls_the_ipv4_rules_back() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let l = lab("iso5");
+    let before = l.saved();
+    let bin = l.dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let fake = bin.join("ip6tables-nft-restore");
+    std::fs::write(&fake, "#!/bin/sh\necho 'simulated failure' >&2\nexit 1\n").unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let db = l.path("history.db");
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["isolate", "--netns", l.pod.name(), "--db", &db])
+        .env("PATH", path)
+        .env("NETPROBE_LOG", "warn");
+    let o = lab::run_bounded(cmd, RUN_LIMIT).unwrap();
+    assert_eq!(code(&o), 1, "{}{}", text(&o.stdout), text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(err.contains("ip6tables-nft-restore failed"), "{err}");
+    assert!(err.contains("simulated failure"), "{err}");
+    assert!(err.contains("nothing was left installed"), "{err}");
+    assert_eq!(l.saved(), before);
+    assert_eq!(l.flows(), [true; 5]);
+    assert!(isolations(&db).is_empty());
+}
