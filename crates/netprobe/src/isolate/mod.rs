@@ -13,6 +13,22 @@
 //! (nothing left behind), 2 bad input (no such namespace or pid, unusable pod spec, already
 //! isolated / not isolated, no store given).
 
+/// `println!` that ignores a closed stdout (`netprobe isolate … | head`) instead of panicking.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
+/// `print!` that ignores a closed stdout.
+macro_rules! say_raw {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
 pub mod apply;
 pub mod impact;
 pub mod podspec;
@@ -276,11 +292,11 @@ pub async fn run_isolate(args: IsolateArgs) -> u8 {
         .collect();
     if !args.json {
         match &report {
-            Some(r) => print!("{}", impact::render(r)),
-            None => println!("impact on the kubelet's probes: unknown (no --pod-spec)"),
+            Some(r) => say_raw!("{}", impact::render(r)),
+            None => say!("impact on the kubelet's probes: unknown (no --pod-spec)"),
         }
         for n in &notes {
-            println!("note: {n}");
+            say!("note: {n}");
         }
     }
     if args.dry_run {
@@ -288,14 +304,14 @@ pub async fn run_isolate(args: IsolateArgs) -> u8 {
             let doc = json!({"action": "isolate", "dry_run": true, "netns": target.describe(),
                 "backend": backend.name(), "impact": report, "exceptions": exceptions,
                 "rules": rules_json, "notes": notes});
-            println!("{doc:#}");
+            say!("{doc:#}");
         } else {
-            println!(
+            say!(
                 "dry run: nothing changed; the rules would be (iptables-{}):",
                 backend.name()
             );
             for (_, p) in &payloads {
-                print!("{p}");
+                say_raw!("{p}");
             }
         }
         return 0;
@@ -351,9 +367,9 @@ pub async fn run_isolate(args: IsolateArgs) -> u8 {
         let doc = json!({"action": "isolate", "dry_run": false, "netns": target.describe(),
             "backend": backend.name(), "impact": report, "exceptions": exceptions,
             "rules": rules_json, "conntrack": conntrack, "notes": notes, "record_id": id});
-        println!("{doc:#}");
+        say!("{doc:#}");
     } else {
-        println!(
+        say!(
             "isolated the {} (iptables-{}, IPv4 and IPv6; {} exception(s)); {}",
             target.describe(),
             backend.name(),
@@ -437,9 +453,9 @@ pub async fn run_release(args: ReleaseArgs) -> u8 {
     if args.json {
         let doc = json!({"action": "release", "netns": target.describe(), "backend": backend.name(),
             "rules": rules_json, "record_id": id});
-        println!("{doc:#}");
+        say!("{doc:#}");
     } else {
-        println!(
+        say!(
             "released the {} (iptables-{}): netprobe's chains and jumps removed",
             target.describe(),
             backend.name()
