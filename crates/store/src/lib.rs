@@ -1,4 +1,4 @@
-//! netprobe's history store: probe results, check state-change events and diagnoses.
+//! netprobe's history store: probe results, check state-change events, diagnoses and isolations.
 //!
 //! The [`Store`] trait is what the rest of netprobe talks to; [`SqliteStore`] is the embedded
 //! default backend (PostgreSQL comes later behind the same trait). [`Writer`] batches records from
@@ -6,7 +6,7 @@
 //!
 //! # Schema
 //!
-//! Three append-only tables, created by versioned migrations embedded from
+//! Four append-only tables, created by versioned migrations embedded from
 //! `crates/store/migrations/sqlite/` (applied on [`SqliteStore::open`]; sqlx records them in
 //! `_sqlx_migrations`):
 //!
