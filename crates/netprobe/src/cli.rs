@@ -92,6 +92,13 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::firewall::cli::FirewallCommand,
     },
+    /// Cut a pod's network namespace off the network (NETPROBE-ISOLATE chains, IPv4 and IPv6),
+    /// optionally keeping the kubelet's probes; prints the kubelet's predicted reaction first and
+    /// records the isolation in the store; exit 0 done, 1 not applied, 2 bad input.
+    Isolate(crate::isolate::IsolateArgs),
+    /// Undo `isolate` exactly (the namespace's ruleset as before); exit 0 done, 1 not applied,
+    /// 2 bad input or not isolated.
+    Release(crate::isolate::ReleaseArgs),
     /// Static checks on netfilter rulesets.
     Rules {
         /// What to do.

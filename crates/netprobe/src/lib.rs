@@ -6,6 +6,7 @@
 //! logs; [`server`] reads the live state and the store.
 //! Diagnosis: [`collect::snapshot::take`] (kernel-facing) → [`collect::snapshot::Snapshot`] →
 //! [`diagnose::diagnose`] (pure) → [`diagnose::Diagnosis`].
+//! Isolation: [`isolate`] (impact report, rules, apply in the namespace, record in the store).
 #![deny(missing_docs)]
 
 pub mod autodiag;
@@ -16,6 +17,7 @@ pub mod conditions;
 pub mod config;
 pub mod diagnose;
 pub mod firewall;
+pub mod isolate;
 pub mod logging;
 pub mod metrics;
 pub mod oneshot;

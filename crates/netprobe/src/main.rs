@@ -55,6 +55,8 @@ fn main() -> ExitCode {
             Command::Snapshot(args) => netprobe::diagnose::cli::run_snapshot(&args),
             Command::Trace(args) => netprobe::trace::run_trace(&args),
             Command::Firewall { command } => netprobe::firewall::cli::run_firewall(&command),
+            Command::Isolate(args) => netprobe::isolate::run_isolate(args).await,
+            Command::Release(args) => netprobe::isolate::run_release(args).await,
             Command::Rules {
                 command:
                     RulesCommand::Check {

@@ -93,6 +93,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/checks/{name}/events", get(get_events))
         .route("/api/v1/checks/{name}/diagnosis", get(get_diagnosis))
         .route("/api/v1/checks/{name}/diagnoses", get(get_diagnoses))
+        .route("/api/v1/isolations", get(get_isolations))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -320,6 +321,20 @@ async fn get_events(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     history(&st, &name, &params, History::Events).await
+}
+
+/// `GET /api/v1/isolations`: `netprobe isolate`/`release` records (who, when, reason, the exact
+/// rules), newest first; `since` and `limit` as for the check histories.
+async fn get_isolations(
+    State(st): State<Arc<AppState>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let w = parse_window(&params, now_ms())?;
+    let mut rows = st.store.isolations(w.limit).await.map_err(store_error)?;
+    if let Some(since) = w.since_ms {
+        rows.retain(|r| r.at_ms >= since);
+    }
+    Ok(axum::Json(rows).into_response())
 }
 
 fn store_error(e: store::StoreError) -> ApiError {

@@ -1,4 +1,4 @@
-//! netprobe's history store: probe results, check state-change events and diagnoses.
+//! netprobe's history store: probe results, check state-change events, diagnoses and isolations.
 //!
 //! The [`Store`] trait is what the rest of netprobe talks to; [`SqliteStore`] is the embedded
 //! default backend (PostgreSQL comes later behind the same trait). [`Writer`] batches records from
@@ -6,7 +6,7 @@
 //!
 //! # Schema
 //!
-//! Three append-only tables, created by versioned migrations embedded from
+//! Four append-only tables, created by versioned migrations embedded from
 //! `crates/store/migrations/sqlite/` (applied on [`SqliteStore::open`]; sqlx records them in
 //! `_sqlx_migrations`):
 //!
@@ -19,6 +19,9 @@
 //!   array text), `diagnosis` (JSON text); indexed on `(check_name, at_ms)` and `(at_ms)`.
 //!   Written directly (one row per diagnosis, a few per check per hour at most), not through the
 //!   [`Writer`].
+//! - `isolations` (migration 3): `id`, `action` (`isolate`/`release`), `netns`, `at_ms`, `who`,
+//!   `reason`, `rules` (JSON text), `details` (JSON text); indexed on `(at_ms)`. An audit trail:
+//!   [`Store::prune`] leaves it alone.
 //!
 //! The schema is portable on purpose: timestamps are Unix epoch **milliseconds** in an integer
 //! column, JSON is stored as text and is opaque to the store, and the column holding the check
@@ -63,7 +66,7 @@ use async_trait::async_trait;
 
 pub use error::StoreError;
 pub use pruner::spawn_pruner;
-pub use record::{DiagnosisRecord, EventRecord, Json, ResultRecord};
+pub use record::{DiagnosisRecord, EventRecord, IsolationRecord, Json, ResultRecord};
 pub use sqlite::SqliteStore;
 pub use writer::{Writer, WriterHandle, WriterOptions, WriterStats, WriterStatsSnapshot};
 
@@ -125,6 +128,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// The newest diagnosis of `check` (greatest `at_ms`, then greatest id), if any.
     async fn latest_diagnosis(&self, check: &str) -> Result<Option<DiagnosisRecord>, StoreError>;
+
+    /// Appends one isolation or release record and returns the id the store gave it. Errors: a
+    /// database error as for [`append_results`](Store::append_results).
+    async fn append_isolation(&self, record: &IsolationRecord) -> Result<i64, StoreError>;
+
+    /// Isolation and release records, newest first, at most `limit` (`0` returns none).
+    async fn isolations(&self, limit: u32) -> Result<Vec<IsolationRecord>, StoreError>;
 
     /// Deletes results with `started_at_ms < older_than_ms`, and events and diagnoses with
     /// `at_ms < older_than_ms`, returning how many rows were deleted in total.

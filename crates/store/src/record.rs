@@ -229,3 +229,25 @@ mod tests {
         }
     }
 }
+
+/// One `netprobe isolate` or `netprobe release`: who cut (or restored) which namespace's network,
+/// when, why, and the exact rules.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct IsolationRecord {
+    /// Row id, assigned by the store on append (ignored there); `Some` on every record read back.
+    pub id: Option<i64>,
+    /// `isolate` or `release` (not validated by the store).
+    pub action: String,
+    /// The namespace as named on the command line: `netns NAME` or `pid N`.
+    pub netns: String,
+    /// When the rules were applied, Unix epoch milliseconds.
+    pub at_ms: i64,
+    /// The user who ran the command (`$SUDO_USER` or `$USER`, with the uid).
+    pub who: String,
+    /// `--reason`, empty if none was given.
+    pub reason: String,
+    /// The exact `iptables-restore` payloads applied, keyed by the restore program; JSON text.
+    pub rules: Json,
+    /// Everything else (backend, exceptions, impact report); opaque to the store, JSON text.
+    pub details: Json,
+}

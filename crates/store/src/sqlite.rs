@@ -9,7 +9,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::{DiagnosisRecord, EventRecord, Json, ResultRecord, Store, StoreError};
+use crate::{DiagnosisRecord, EventRecord, IsolationRecord, Json, ResultRecord, Store, StoreError};
 
 /// Schema migrations, embedded at compile time from `crates/store/migrations/sqlite/`.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -104,6 +104,39 @@ struct EventRow {
     to_state: String,
     message: String,
     results: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct IsolationRow {
+    id: i64,
+    action: String,
+    netns: String,
+    at_ms: i64,
+    who: String,
+    reason: String,
+    rules: String,
+    details: String,
+}
+
+const INSERT_ISOLATION: &str = "INSERT INTO isolations \
+    (action, netns, at_ms, who, reason, rules, details) VALUES (?, ?, ?, ?, ?, ?, ?)";
+const SELECT_ISOLATIONS: &str = "SELECT id, action, netns, at_ms, who, reason, rules, details \
+    FROM isolations ORDER BY at_ms DESC, id DESC LIMIT ?";
+
+impl TryFrom<IsolationRow> for IsolationRecord {
+    type Error = StoreError;
+    fn try_from(r: IsolationRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            rules: Json::from_text(r.rules).map_err(|e| bad_json("isolations", r.id, &e))?,
+            details: Json::from_text(r.details).map_err(|e| bad_json("isolations", r.id, &e))?,
+            id: Some(r.id),
+            action: r.action,
+            netns: r.netns,
+            at_ms: r.at_ms,
+            who: r.who,
+            reason: r.reason,
+        })
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -495,6 +528,32 @@ impl Store for SqliteStore {
 
     async fn latest_diagnosis(&self, check: &str) -> Result<Option<DiagnosisRecord>, StoreError> {
         Ok(self.diagnoses(check, None, 1).await?.into_iter().next())
+    }
+
+    async fn append_isolation(&self, record: &IsolationRecord) -> Result<i64, StoreError> {
+        let done = sqlx::query(INSERT_ISOLATION)
+            .bind(record.action.as_str())
+            .bind(record.netns.as_str())
+            .bind(record.at_ms)
+            .bind(record.who.as_str())
+            .bind(record.reason.as_str())
+            .bind(record.rules.as_str())
+            .bind(record.details.as_str())
+            .execute(&self.writer)
+            .await
+            .map_err(|e| self.query_err("append isolation", e))?;
+        Ok(done.last_insert_rowid())
+    }
+
+    async fn isolations(&self, limit: u32) -> Result<Vec<IsolationRecord>, StoreError> {
+        sqlx::query_as::<_, IsolationRow>(SELECT_ISOLATIONS)
+            .bind(i64::from(limit))
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| self.query_err("read isolations", e))?
+            .into_iter()
+            .map(IsolationRecord::try_from)
+            .collect()
     }
 
     async fn prune(&self, older_than_ms: i64) -> Result<u64, StoreError> {

@@ -97,6 +97,9 @@ pub(super) fn classify_drop(
             ],
         }
     } else if in_target && is_drop_all(rule) {
+        if let Some(own) = netprobe_isolation(rule) {
+            evidence.insert(1, own);
+        }
         Finding {
             id: FindingId::IsolationDropAll,
             severity: Severity::Error,
@@ -154,6 +157,23 @@ pub(super) fn classify_drop(
     };
     cx.findings.push(finding);
     true
+}
+
+/// When `rule` is netprobe's own isolation (`netprobe isolate`: a NETPROBE-ISOLATE chain, the
+/// `netprobe isolate` comment), the evidence line that says so and how to undo it.
+fn netprobe_isolation(rule: &netfilter::eval::RuleRef) -> Option<String> {
+    let ours = rule.chain.starts_with(crate::isolate::rules::CHAIN_PREFIX)
+        || rule
+            .comment
+            .as_deref()
+            .is_some_and(|c| c.starts_with(crate::isolate::rules::COMMENT));
+    ours.then(|| {
+        format!(
+            "this is netprobe's own isolation (`netprobe isolate`, chain {}); its record is at \
+             GET /api/v1/isolations, and `netprobe release --netns NAME` (or `--pid PID`) undoes it exactly",
+            rule.chain
+        )
+    })
 }
 
 /// The command that lets the flow through before `rule`: `iptables -I` for an iptables rule,

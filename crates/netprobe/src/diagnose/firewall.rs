@@ -70,7 +70,17 @@ pub(super) fn is_drop_all(r: &RuleRef) -> bool {
     let mut i = 0;
     while i < b.len() {
         if b[i] == "-m" && b.get(i + 1) == Some(&"comment") {
-            i += 4;
+            // `-m comment --comment TEXT`, TEXT one word or quoted words (`"netprobe isolate"`).
+            i += 3;
+            if b.get(i)
+                .is_some_and(|w| w.starts_with('"') && (w.len() == 1 || !w.ends_with('"')))
+            {
+                i += 1;
+                while i < b.len() && !b[i].ends_with('"') {
+                    i += 1;
+                }
+            }
+            i += 1;
             continue;
         }
         rest.push(b[i]);
@@ -126,6 +136,15 @@ mod tests {
             None
         )));
         assert!(!is_drop_all(&rule("-A INPUT -p icmp -j DROP", None)));
+        // A comment of several words (netprobe's own isolation) is still only a comment.
+        assert!(is_drop_all(&rule(
+            "-A NETPROBE-ISOLATE-IN -m comment --comment \"netprobe isolate\" -j DROP",
+            None
+        )));
+        assert!(!is_drop_all(&rule(
+            "-A X -m comment --comment \"a b c\" -p tcp -j DROP",
+            None
+        )));
         assert!(!is_localnet_rule(&rule("-A INPUT -p icmp -j DROP", None)));
         let d = describe_rule(&kubelet);
         assert!(

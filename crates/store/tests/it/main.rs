@@ -12,6 +12,7 @@ mod common;
 mod corrupt;
 mod crash;
 mod diagnoses;
+mod isolations;
 mod prune;
 mod roundtrip;
 mod writer;

@@ -1,0 +1,385 @@
+//! The rules `isolate` installs and `release` removes, as `iptables-restore --noflush` payloads
+//! (pure). One chain per filter hook, jumped to from the first position of the built-in chain:
+//!
+//! | chain | jumped from | content |
+//! |---|---|---|
+//! | `NETPROBE-ISOLATE-IN` | `INPUT` | loopback, kept flows (`RETURN`), then `DROP` |
+//! | `NETPROBE-ISOLATE-OUT` | `OUTPUT` | loopback, replies of kept flows (`RETURN`), then `DROP` |
+//! | `NETPROBE-ISOLATE-FWD` | `FORWARD` | `DROP` |
+//!
+//! Kept flows `RETURN` to the built-in chain rather than `ACCEPT`, so the namespace's own rules
+//! still apply to them: isolation only ever takes access away. Every rule carries the comment
+//! [`COMMENT`], which is how `diagnose` recognises netprobe's own isolation.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// The comment on every rule netprobe's isolation installs.
+pub const COMMENT: &str = "netprobe isolate";
+/// Prefix of the chains' names.
+pub const CHAIN_PREFIX: &str = "NETPROBE-ISOLATE";
+/// `(built-in chain, netprobe chain)` pairs.
+pub const CHAINS: [(&str, &str); 3] = [
+    ("INPUT", "NETPROBE-ISOLATE-IN"),
+    ("OUTPUT", "NETPROBE-ISOLATE-OUT"),
+    ("FORWARD", "NETPROBE-ISOLATE-FWD"),
+];
+
+/// A network: address and prefix length (the address as given; the kernel masks it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Net {
+    /// The address.
+    pub addr: IpAddr,
+    /// Prefix length, bits.
+    pub prefix: u8,
+}
+
+impl std::fmt::Display for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// One flow kept through the isolation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exception {
+    /// The peer network.
+    pub peer: Net,
+    /// With a port: TCP only, to this port of the pod (inbound) or of the peer (outbound). Without:
+    /// every protocol and port.
+    pub port: Option<u16>,
+    /// Whether outbound connections from the pod to the peer are kept too (`--allow`); probes
+    /// are inbound only.
+    pub outbound: bool,
+    /// Why (`kubelet probe`, `--allow`): part of the rules' comment.
+    pub why: String,
+}
+
+/// Parses `--allow CIDR[:PORT]`: `192.0.2.0/24`, `192.0.2.7:443`, `192.0.2.0/24:443`,
+/// `fd00::/64`, `[fd00::7]:443`, `[fd00::/64]:443`. A bare address is a /32 or /128.
+pub fn parse_allow(s: &str) -> Result<Exception, String> {
+    let bad =
+        || format!("--allow {s:?}: expected CIDR[:PORT], e.g. 192.0.2.0/24:443 or [fd00::/64]:443");
+    let (net, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (inner, after) = rest.split_once(']').ok_or_else(bad)?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or_else(bad)?),
+        };
+        (inner, port)
+    } else if let Some((addr, tail)) = s.split_once('/') {
+        match tail.split_once(':') {
+            Some((len, p)) => (&s[..addr.len() + 1 + len.len()], Some(p)),
+            None => (s, None),
+        }
+    } else if s.parse::<IpAddr>().is_ok() {
+        (s, None)
+    } else {
+        let (a, p) = s.rsplit_once(':').ok_or_else(bad)?;
+        (a, Some(p))
+    };
+    let (addr, prefix) = match net.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (net, None),
+    };
+    let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => max,
+        Some(l) => l.parse::<u8>().ok().filter(|l| *l <= max).ok_or_else(bad)?,
+    };
+    let port = match port {
+        None => None,
+        Some(p) => Some(p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad)?),
+    };
+    Ok(Exception {
+        peer: Net { addr, prefix },
+        port,
+        outbound: true,
+        why: "--allow".to_string(),
+    })
+}
+
+fn comment(why: &str) -> String {
+    if why.is_empty() {
+        format!("-m comment --comment \"{COMMENT}\"")
+    } else {
+        format!("-m comment --comment \"{COMMENT}: {why}\"")
+    }
+}
+
+/// The `iptables-restore --noflush` payload that isolates, for one family (`ipv6`: the
+/// `ip6tables` one): the three chains created, filled and jumped to first. Only exceptions of
+/// that family are used.
+pub fn isolate_payload(ipv6: bool, exceptions: &[Exception]) -> String {
+    let mine: Vec<&Exception> = exceptions
+        .iter()
+        .filter(|e| e.peer.addr.is_ipv6() == ipv6)
+        .collect();
+    let mut out = String::from("*filter\n");
+    for (_, chain) in CHAINS {
+        out.push_str(&format!(":{chain} - [0:0]\n"));
+    }
+    let (cin, cout, cfwd) = (CHAINS[0].1, CHAINS[1].1, CHAINS[2].1);
+    out.push_str(&format!(
+        "-A {cin} -i lo {} -j RETURN\n",
+        comment("loopback")
+    ));
+    if ipv6 && !mine.is_empty() {
+        // Neighbour discovery: without it no IPv6 exception can be reached.
+        for t in ["neighbour-solicitation", "neighbour-advertisement"] {
+            out.push_str(&format!(
+                "-A {cin} -p ipv6-icmp -m icmp6 --icmpv6-type {t} {} -j RETURN\n",
+                comment("neighbour discovery")
+            ));
+        }
+    }
+    for e in &mine {
+        let c = comment(&e.why);
+        let p = e.peer;
+        match e.port {
+            Some(port) => {
+                out.push_str(&format!(
+                    "-A {cin} -s {p} -p tcp -m tcp --dport {port} {c} -j RETURN\n"
+                ));
+                if e.outbound {
+                    out.push_str(&format!(
+                        "-A {cin} -s {p} -p tcp -m tcp --sport {port} -m conntrack --ctstate ESTABLISHED {c} -j RETURN\n"
+                    ));
+                }
+            }
+            None if e.outbound => out.push_str(&format!("-A {cin} -s {p} {c} -j RETURN\n")),
+            None => out.push_str(&format!(
+                "-A {cin} -s {p} -m conntrack --ctstate NEW,ESTABLISHED {c} -j RETURN\n"
+            )),
+        }
+    }
+    out.push_str(&format!("-A {cin} {} -j DROP\n", comment("")));
+    out.push_str(&format!(
+        "-A {cout} -o lo {} -j RETURN\n",
+        comment("loopback")
+    ));
+    if ipv6 && !mine.is_empty() {
+        for t in ["neighbour-solicitation", "neighbour-advertisement"] {
+            out.push_str(&format!(
+                "-A {cout} -p ipv6-icmp -m icmp6 --icmpv6-type {t} {} -j RETURN\n",
+                comment("neighbour discovery")
+            ));
+        }
+    }
+    for e in &mine {
+        let c = comment(&e.why);
+        let p = e.peer;
+        match e.port {
+            Some(port) => {
+                out.push_str(&format!(
+                    "-A {cout} -d {p} -p tcp -m tcp --sport {port} -m conntrack --ctstate ESTABLISHED {c} -j RETURN\n"
+                ));
+                if e.outbound {
+                    out.push_str(&format!(
+                        "-A {cout} -d {p} -p tcp -m tcp --dport {port} {c} -j RETURN\n"
+                    ));
+                }
+            }
+            None if e.outbound => out.push_str(&format!("-A {cout} -d {p} {c} -j RETURN\n")),
+            None => out.push_str(&format!(
+                "-A {cout} -d {p} -m conntrack --ctstate ESTABLISHED {c} -j RETURN\n"
+            )),
+        }
+    }
+    out.push_str(&format!("-A {cout} {} -j DROP\n", comment("")));
+    out.push_str(&format!("-A {cfwd} {} -j DROP\n", comment("")));
+    for (builtin, chain) in CHAINS {
+        out.push_str(&format!("-I {builtin} 1 {} -j {chain}\n", comment("")));
+    }
+    out.push_str("COMMIT\n");
+    out
+}
+
+/// The payload that removes exactly what [`isolate_payload`] added: the three jumps, then the
+/// chains (flushed and deleted).
+pub fn release_payload() -> String {
+    let mut out = String::from("*filter\n");
+    for (builtin, chain) in CHAINS {
+        out.push_str(&format!("-D {builtin} {} -j {chain}\n", comment("")));
+    }
+    for (_, chain) in CHAINS {
+        out.push_str(&format!("-F {chain}\n"));
+    }
+    for (_, chain) in CHAINS {
+        out.push_str(&format!("-X {chain}\n"));
+    }
+    out.push_str("COMMIT\n");
+    out
+}
+
+/// Whether an `iptables-save` text holds netprobe's isolation chains.
+pub fn is_isolated(save_text: &str) -> bool {
+    save_text
+        .lines()
+        .any(|l| l.starts_with(':') && l[1..].starts_with(CHAIN_PREFIX))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    #[test]
+    fn allow_forms() {
+        let cases = [
+            ("192.0.2.0/24", "192.0.2.0/24", None),
+            ("192.0.2.7:443", "192.0.2.7/32", Some(443)),
+            ("192.0.2.0/24:443", "192.0.2.0/24", Some(443)),
+            ("fd00::/64", "fd00::/64", None),
+            ("fd00::7", "fd00::7/128", None),
+            ("[fd00::7]:443", "fd00::7/128", Some(443)),
+            ("[fd00::/64]:8443", "fd00::/64", Some(8443)),
+        ];
+        for (input, net, port) in cases {
+            let e = parse_allow(input).unwrap();
+            assert_eq!(
+                (e.peer.to_string().as_str(), e.port),
+                (net, port),
+                "{input}"
+            );
+        }
+        for bad in [
+            "",
+            "x",
+            "192.0.2.0/33",
+            "192.0.2.1:0",
+            "192.0.2.1:99999",
+            "[fd00::1",
+            "[fd00::1]x",
+        ] {
+            assert!(parse_allow(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// The payload as the `iptables-save` text it leaves behind in an empty filter table
+    /// (`-I CHAIN 1` becomes `-A CHAIN`), for the evaluator.
+    fn as_save(payload: &str) -> String {
+        let mut s = String::from(
+            "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n",
+        );
+        for l in payload.lines().skip(1).filter(|l| *l != "COMMIT") {
+            match l.strip_prefix("-I ") {
+                Some(rest) => {
+                    let (chain, tail) = rest.split_once(" 1 ").unwrap();
+                    s.push_str(&format!("-A {chain} {tail}\n"));
+                }
+                None => {
+                    s.push_str(l);
+                    s.push('\n');
+                }
+            }
+        }
+        s.push_str("COMMIT\n");
+        s
+    }
+
+    /// The evaluator agrees with the claims: the probe flow and its reply pass, the same source
+    /// on another port, another client, egress and forwarding do not; loopback passes.
+    #[test]
+    fn the_evaluator_confirms_what_is_kept() {
+        use netfilter::eval::{ConnState, Flow, HostModel, Origin, Verdict, trace};
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let (node, pod, other) = (ip("198.51.100.1"), ip("198.51.100.2"), ip("203.0.113.1"));
+        let probe = Exception {
+            peer: Net {
+                addr: node,
+                prefix: 32,
+            },
+            port: Some(8080),
+            outbound: false,
+            why: "kubelet probe".into(),
+        };
+        let text = as_save(&isolate_payload(false, &[probe]));
+        let rs = netfilter::parse_save(&text, &netfilter::ParseOptions::default()).unwrap();
+        let rs = std::slice::from_ref(&rs);
+        let host = HostModel::default()
+            .with_addr("eth0", pod, 24)
+            .with_addr("lo", ip("127.0.0.1"), 8)
+            .with_route(netfilter::Cidr::parse("0.0.0.0/0").unwrap(), "eth0");
+        let verdict = |f: Flow| trace(rs, &host, &f).verdict();
+        let inbound = |src, port| Flow {
+            in_iface: Some("eth0".into()),
+            ..Flow::tcp(Origin::Input, src, pod, port)
+        };
+        assert_eq!(verdict(inbound(node, 8080)), Verdict::Accept);
+        assert_eq!(verdict(inbound(node, 8081)), Verdict::Drop);
+        assert_eq!(verdict(inbound(other, 8080)), Verdict::Drop);
+        let reply = Flow {
+            sport: Some(8080),
+            dport: Some(40000),
+            ..Flow::tcp(Origin::LocalOutput, pod, node, 40000).with_state(ConnState::Established)
+        };
+        assert_eq!(verdict(reply.clone()), Verdict::Accept);
+        // The pod cannot open a connection to the node, even from the probe port.
+        let out = Flow {
+            ct_state: ConnState::New,
+            ..reply
+        };
+        assert_eq!(verdict(out), Verdict::Drop);
+        assert_eq!(
+            verdict(Flow::tcp(Origin::LocalOutput, pod, ip("192.0.2.1"), 80)),
+            Verdict::Drop
+        );
+        assert_eq!(
+            verdict(Flow::tcp(
+                Origin::LocalOutput,
+                ip("127.0.0.1"),
+                ip("127.0.0.1"),
+                8080
+            )),
+            Verdict::Accept
+        );
+        let fwd = Flow {
+            in_iface: Some("eth0".into()),
+            out_iface: Some("eth1".into()),
+            ..Flow::tcp(Origin::Forward, other, ip("192.0.2.1"), 80)
+        };
+        assert_eq!(verdict(fwd), Verdict::Drop);
+    }
+
+    #[test]
+    fn payloads_parse_and_drop_all_but_the_exceptions() {
+        let probe = Exception {
+            peer: Net {
+                addr: "198.51.100.1".parse().unwrap(),
+                prefix: 32,
+            },
+            port: Some(8080),
+            outbound: false,
+            why: "kubelet probe".into(),
+        };
+        let p4 = isolate_payload(false, std::slice::from_ref(&probe));
+        assert!(
+            p4.contains("-A NETPROBE-ISOLATE-IN -s 198.51.100.1/32 -p tcp -m tcp --dport 8080"),
+            "{p4}"
+        );
+        assert!(p4.contains(
+            "-I INPUT 1 -m comment --comment \"netprobe isolate\" -j NETPROBE-ISOLATE-IN"
+        ));
+        // The v6 payload has no v4 exception and no neighbour discovery.
+        let p6 = isolate_payload(true, &[probe]);
+        assert!(
+            !p6.contains("198.51.100.1") && !p6.contains("neighbour"),
+            "{p6}"
+        );
+        let r = release_payload();
+        assert!(
+            r.contains(
+                "-D OUTPUT -m comment --comment \"netprobe isolate\" -j NETPROBE-ISOLATE-OUT"
+            ),
+            "{r}"
+        );
+        assert!(r.contains("-X NETPROBE-ISOLATE-FWD"), "{r}");
+        assert!(is_isolated(":NETPROBE-ISOLATE-IN - [0:0]\n"));
+        assert!(!is_isolated(
+            ":INPUT ACCEPT [0:0]\n-A INPUT -j NETPROBE-ISOLATE-IN\n"
+        ));
+    }
+}
