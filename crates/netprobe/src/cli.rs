@@ -84,6 +84,9 @@ pub enum Command {
     /// accept, 1 drop/reject/undetermined, 2 bad input. Native `nft -j` rulesets are collected
     /// with `--live` but not evaluated yet.
     Trace(trace::TraceArgs),
+    /// fping-style ICMP sweep over many hosts (addresses, CIDR prefixes, or `--targets FILE`):
+    /// per-host RTT and loss; exit 0 every host answered, 1 some did not, 2 bad input.
+    Sweep(crate::sweep::SweepArgs),
     /// Static checks on netfilter rulesets.
     Rules {
         /// What to do.

@@ -54,6 +54,7 @@ fn main() -> ExitCode {
             Command::Diagnose(args) => netprobe::diagnose::cli::run_diagnose(args).await,
             Command::Snapshot(args) => netprobe::diagnose::cli::run_snapshot(&args),
             Command::Trace(args) => netprobe::trace::run_trace(&args),
+            Command::Sweep(args) => netprobe::sweep::run_sweep(args).await,
             Command::Rules {
                 command:
                     RulesCommand::Check {

@@ -12,6 +12,7 @@ mod common;
 mod corrupt;
 mod crash;
 mod diagnoses;
+mod mesh;
 mod prune;
 mod roundtrip;
 mod writer;

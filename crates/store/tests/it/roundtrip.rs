@@ -243,8 +243,8 @@ async fn migrations_are_idempotent_and_settings_stick() {
     let mut conn = raw(&path).await;
     assert_eq!(
         count(&mut conn, "SELECT count(*) FROM _sqlx_migrations").await,
-        2,
-        "0001_history and 0002_diagnoses, each applied once"
+        3,
+        "0001_history, 0002_diagnoses and 0003_mesh_rounds, each applied once"
     );
     assert_eq!(
         count(
@@ -252,7 +252,7 @@ async fn migrations_are_idempotent_and_settings_stick() {
             "SELECT count(*) FROM _sqlx_migrations WHERE success"
         )
         .await,
-        2
+        3
     );
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&mut conn)
