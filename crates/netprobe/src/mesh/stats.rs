@@ -146,7 +146,8 @@ mod tests {
         // |0.003-0.001| + |0.002-0.003| over 2.
         assert!((s.jitter.unwrap() - 0.0015).abs() < 1e-12);
         assert_eq!(s.last_send_ns, Some(1_030));
-        assert_eq!(s.last_receive_ns, Some(1_030 + 2_000_000));
+        // The latest answer is echo 2's (sent at +20 ns, back 3 ms later), not the last echo's.
+        assert_eq!(s.last_receive_ns, Some(1_020 + 3_000_000));
     }
 
     #[test]
