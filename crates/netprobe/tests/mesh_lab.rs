@@ -9,29 +9,19 @@
     reason = "in a test a panic is the failure report"
 )]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Stdio};
+mod mesh_support;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use lab::{Netns, Veth};
+use mesh_support::{Agents, Dnsmasq, eventually, get, now_ns, promtool_check};
 use serde_json::Value;
 
 const NODES: usize = 5;
 const PORT: u16 = 8080;
-
-/// Agents, killed and reaped when dropped (also when an assertion fails).
-struct Agents(Vec<Child>);
-
-impl Drop for Agents {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 fn v4(i: usize) -> String {
     format!("198.51.100.{}", i + 1)
@@ -45,28 +35,6 @@ fn name(i: usize) -> String {
     format!("node-{i}")
 }
 
-/// A minimal HTTP/1.0 GET from inside `ns`; (status, body), status 0 if nothing answers.
-fn get(ns: &Netns, addr: SocketAddr, path: &str) -> (u16, String) {
-    let path = path.to_owned();
-    ns.run_in(move || {
-        let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-            return (0, String::new());
-        };
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
-        let mut buf = String::new();
-        let _ = s.read_to_string(&mut buf);
-        let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        (status, body.to_owned())
-    })
-    .unwrap()
-}
-
 fn mesh(ns: &Netns, i: usize) -> Value {
     let addr: SocketAddr = format!("{}:{PORT}", v4(i)).parse().unwrap();
     let (status, body) = get(ns, addr, "/api/v1/mesh");
@@ -76,51 +44,6 @@ fn mesh(ns: &Netns, i: usize) -> Value {
     serde_json::from_str(&body).unwrap_or(Value::Null)
 }
 
-fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(why) => assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {why}"
-            ),
-        }
-        thread::sleep(Duration::from_millis(250));
-    }
-}
-
-fn promtool_check(metrics: &str) {
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool must be installed (Debian package prometheus); .ci/run installs it");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i64
-}
-
-/// Rounds of `from`'s pair to (`peer`, `ip`) that started after `since_ns`: (protocol, sent, received).
 fn rounds_since(
     ns: &Netns,
     from: usize,
@@ -398,16 +321,6 @@ mesh:
     }
     drop(agents);
     drop(veths);
-}
-
-/// dnsmasq in its own namespace on the bridge, serving `addn-hosts` from `hosts`; killed on drop.
-struct Dnsmasq(Child);
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
