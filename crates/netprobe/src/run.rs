@@ -120,6 +120,7 @@ impl Daemon {
                 Arc::clone(&engine),
                 Arc::clone(&metrics),
                 Some(Arc::clone(&store)),
+                diagnoser.clone(),
                 &tracker,
                 cancel.clone(),
             ));

@@ -307,6 +307,17 @@ mesh:
     for r in tcp_rounds {
         assert_eq!(r["fallback_reason"], "timeout", "{r}");
     }
+    // The pair that lost everything was handed to the automatic diagnosis like a failing check.
+    let diag_check = format!("mesh.{}.{}", name(blocked), v4(blocked));
+    eventually(30, "a diagnosis of the blocked pair", || {
+        let (_, m) = get(ns, format!("{}:{PORT}", v4(0)).parse().unwrap(), "/metrics");
+        let want = format!("netprobe_diagnoses_total{{check=\"{diag_check}\"");
+        if m.contains(&want) {
+            Ok(())
+        } else {
+            Err(format!("{want} not in /metrics yet"))
+        }
+    });
     let (_, metrics) = get(ns, format!("{}:{PORT}", v4(0)).parse().unwrap(), "/metrics");
     let want = format!(
         r#"netprobe_mesh_loss_ratio{{source_node="node-0",target_node="node-4",target_ip="{}",family="ipv4",protocol="icmp"}} 1"#,

@@ -78,6 +78,7 @@ fn a_peer_list_of_100000_is_bounded_and_reported() {
                     Arc::new(IcmpEngine::new()),
                     Arc::clone(&metrics),
                     None,
+                    None,
                     &tracker,
                     cancel.clone(),
                 );

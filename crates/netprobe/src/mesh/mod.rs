@@ -31,6 +31,7 @@ use store::{Json, MeshRoundRecord, Store};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::check::{CheckSpec, UnhealthyHook};
 use crate::config::MeshConfig;
 use crate::metrics::{MeshLabels, Metrics};
 use round::RoundSpec;
@@ -86,6 +87,7 @@ pub struct MeshStatus {
 /// The live mesh state, shared by the pair tasks and the API.
 pub struct MeshState {
     cfg: MeshConfig,
+    hook: Option<Arc<dyn UnhealthyHook>>,
     store: Option<Arc<dyn Store>>,
     queue: Option<tokio::sync::mpsc::Sender<MeshRoundRecord>>,
     source: Arc<str>,
@@ -131,6 +133,13 @@ pub struct PairHistory {
     pub family: &'static str,
     /// Per-round aggregates ([`RoundStats`] as stored), oldest first.
     pub rounds: Vec<serde_json::Value>,
+}
+
+/// The check name under which a mesh pair's diagnoses are stored and counted:
+/// `mesh.NODE.ADDRESS` with `:` written as `-` (check names allow `[A-Za-z0-9_.-]`), e.g.
+/// `mesh.node-4.198.51.100.5`, `mesh.node-4.fd00--5`.
+pub fn diagnosis_name(node: &str, ip: IpAddr) -> String {
+    format!("mesh.{node}.{}", ip.to_string().replace(':', "-"))
 }
 
 fn family(ip: IpAddr) -> &'static str {
@@ -198,6 +207,31 @@ impl MeshState {
                 })
                 .collect(),
         ))
+    }
+
+    /// Hands a pair whose echoes all got lost to the automatic diagnosis, as a check named
+    /// [`diagnosis_name`] with the round's ICMP outcome (the diagnosis runs on this host only).
+    fn diagnose(&self, key: &PairKey, engine: &Arc<IcmpEngine>, outcome: &probe::Outcome) {
+        let Some(hook) = &self.hook else {
+            return;
+        };
+        let cfg = probe::icmp::IcmpConfig::new(key.ip.to_string());
+        let Ok(prober) = probe::icmp::IcmpProber::new(cfg, Arc::clone(engine)) else {
+            return;
+        };
+        let spec = CheckSpec {
+            name: diagnosis_name(&key.node, key.ip),
+            kind: probe::Kind::Icmp,
+            target: prober.target(),
+            runner: crate::scheduler::runner(probe::Prober::Icmp(prober)),
+            period: self.cfg.interval,
+            timeout: self.cfg.interval,
+            initial_delay: Duration::ZERO,
+            success_threshold: 1,
+            failure_threshold: 1,
+            conditions: Vec::new(),
+        };
+        hook.turned_unhealthy(&spec, outcome);
     }
 
     fn labels(&self, key: &PairKey, protocol: MeshProtocol) -> MeshLabels {
@@ -270,12 +304,14 @@ impl MeshState {
 }
 
 /// Starts discovery, the pair tasks and (with a store) the round writer on `tracker`; they stop
-/// when `cancel` fires.
+/// when `cancel` fires. `hook` (the automatic diagnosis) is told when a pair's ICMP round loses every
+/// echo after one that did not, as a check named [`diagnosis_name`] turning unhealthy.
 pub fn start(
     cfg: MeshConfig,
     engine: Arc<IcmpEngine>,
     metrics: Arc<Metrics>,
     store: Option<Arc<dyn Store>>,
+    hook: Option<Arc<dyn UnhealthyHook>>,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> Arc<MeshState> {
@@ -291,6 +327,7 @@ pub fn start(
         );
     }
     let state = Arc::new(MeshState {
+        hook,
         store,
         queue,
         source: Arc::from(cfg.node_name.as_str()),
@@ -467,6 +504,8 @@ async fn pair_loop(
     // TCP rounds since ICMP last failed (None = ICMP works or was never tried).
     let mut icmp_failed: Option<u32> = None;
     let mut icmp_reason = String::new();
+    // Whether the last ICMP round lost every echo (a diagnosis is asked for on the transition).
+    let mut was_lost = false;
     loop {
         tokio::select! {
             () = tokio::time::sleep_until(next) => {}
@@ -474,10 +513,17 @@ async fn pair_loop(
         }
         next += cfg.interval;
         let use_icmp = cfg.icmp && (!cfg.tcp || icmp_failed.is_none_or(|n| n >= ICMP_RETRY_ROUNDS));
-        let (stats, rtts) = tokio::select! {
+        let (stats, rtts, outcome) = tokio::select! {
             s = run_round(spec, &engine, use_icmp, &icmp_reason) => s,
             () = cancel.cancelled() => return,
         };
+        if let Some(o) = &outcome {
+            let lost_all = stats.received == 0;
+            if lost_all && !was_lost {
+                state.diagnose(&key, &engine, o);
+            }
+            was_lost = lost_all;
+        }
         if use_icmp {
             icmp_failed = (stats.received == 0).then_some(0);
             icmp_reason = stats.reason.clone().unwrap_or_default();
@@ -503,7 +549,7 @@ async fn run_round(
     engine: &Arc<IcmpEngine>,
     use_icmp: bool,
     icmp_reason: &str,
-) -> (RoundStats, Vec<f64>) {
+) -> (RoundStats, Vec<f64>, Option<probe::Outcome>) {
     if use_icmp {
         round::icmp(spec, engine).await
     } else {
@@ -513,6 +559,6 @@ async fn run_round(
         } else {
             icmp_reason.to_owned()
         });
-        (stats, rtts)
+        (stats, rtts, None)
     }
 }

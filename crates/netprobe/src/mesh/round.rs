@@ -50,9 +50,12 @@ pub fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
-/// An ICMP round, with the answered RTTs (seconds). `reason` is set (and the caller may fall back to TCP) when an echo was lost or no
+/// An ICMP round, with the answered RTTs (seconds) and the probe's outcome (for a diagnosis). `reason` is set (and the caller may fall back to TCP) when an echo was lost or no
 /// socket could be opened.
-pub async fn icmp(spec: RoundSpec, engine: &Arc<IcmpEngine>) -> (RoundStats, Vec<f64>) {
+pub async fn icmp(
+    spec: RoundSpec,
+    engine: &Arc<IcmpEngine>,
+) -> (RoundStats, Vec<f64>, Option<probe::Outcome>) {
     let started = now_ns();
     let cfg = IcmpConfig {
         host: spec.ip.to_string(),
@@ -65,7 +68,7 @@ pub async fn icmp(spec: RoundSpec, engine: &Arc<IcmpEngine>) -> (RoundStats, Vec
         Err(e) => {
             let mut s = aggregate(MeshProtocol::Icmp, started, &[], &[]);
             s.reason = Some(format!("error: {e}"));
-            return (s, Vec::new());
+            return (s, Vec::new(), None);
         }
     };
     let outcome = prober.probe(spec.budget()).await;
@@ -86,7 +89,7 @@ pub async fn icmp(spec: RoundSpec, engine: &Arc<IcmpEngine>) -> (RoundStats, Vec
                 .map_or_else(|| "timeout".to_owned(), |r| r.as_str().to_owned()),
         );
     }
-    (s, rtts.into_iter().flatten().collect())
+    (s, rtts.into_iter().flatten().collect(), Some(outcome))
 }
 
 /// A TCP round, with the answered RTTs (seconds): `packets` connects to `ip:port`, `spacing` apart, each bounded by the spacing; the
