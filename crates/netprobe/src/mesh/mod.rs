@@ -251,11 +251,18 @@ impl MeshState {
             .loss
             .get_or_create(&labels)
             .set(stats.loss_ratio);
-        if stats.loss_ratio > 0.0 {
+        // Log changes of state only: a dead peer must not log once per round.
+        let before = self
+            .pairs
+            .read()
+            .get(key)
+            .and_then(|e| e.latest.as_ref().map(|l| (l.loss_ratio > 0.0, l.protocol)));
+        let now = (stats.loss_ratio > 0.0, stats.protocol);
+        if before != Some(now) && (now.0 || before.is_some_and(|b| b.0)) {
             tracing::warn!(
                 peer = %key.node, ip = %key.ip, protocol = stats.protocol.as_str(),
                 loss = stats.loss_ratio, reason = stats.reason.as_deref().unwrap_or(""),
-                "mesh peer lost probes"
+                "mesh pair {}", if now.0 { "lost probes" } else { "recovered" }
             );
         }
         if let Some(q) = &self.queue {
