@@ -99,6 +99,9 @@ pub enum Command {
     /// Undo `isolate` exactly (the namespace's ruleset as before); exit 0 done, 1 not applied,
     /// 2 bad input or not isolated.
     Release(crate::isolate::ReleaseArgs),
+    /// fping-style ICMP sweep over many hosts (addresses, CIDR prefixes, or `--targets FILE`):
+    /// per-host RTT and loss; exit 0 every host answered, 1 some did not, 2 bad input.
+    Sweep(crate::sweep::SweepArgs),
     /// Static checks on netfilter rulesets.
     Rules {
         /// What to do.

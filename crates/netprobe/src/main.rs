@@ -57,6 +57,7 @@ fn main() -> ExitCode {
             Command::Firewall { command } => netprobe::firewall::cli::run_firewall(&command),
             Command::Isolate(args) => netprobe::isolate::run_isolate(args).await,
             Command::Release(args) => netprobe::isolate::run_release(args).await,
+            Command::Sweep(args) => netprobe::sweep::run_sweep(args).await,
             Command::Rules {
                 command:
                     RulesCommand::Check {

@@ -107,15 +107,25 @@ impl Daemon {
             m.store_dropped.inner().store(snap.dropped(), Relaxed);
             m.store_failures.inner().store(snap.failures, Relaxed);
         });
-        let state = Arc::new(
-            AppState::new(
-                checks.clone(),
-                Arc::clone(&store),
+        let mut app_state = AppState::new(
+            checks.clone(),
+            Arc::clone(&store),
+            Arc::clone(&metrics),
+            Some(before_scrape),
+        )
+        .with_diagnosis(cfg.diagnosis.enabled);
+        if let Some(mesh) = &cfg.mesh {
+            app_state = app_state.with_mesh(crate::mesh::start(
+                mesh.clone(),
+                Arc::clone(&engine),
                 Arc::clone(&metrics),
-                Some(before_scrape),
-            )
-            .with_diagnosis(cfg.diagnosis.enabled),
-        );
+                Some(Arc::clone(&store)),
+                diagnoser.clone(),
+                &tracker,
+                cancel.clone(),
+            ));
+        }
+        let state = Arc::new(app_state);
         let listen = opts.listen.unwrap_or(cfg.server.listen);
         let listener = tokio::net::TcpListener::bind(listen)
             .await

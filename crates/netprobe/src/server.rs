@@ -38,6 +38,7 @@ pub struct AppState {
     ready: AtomicBool,
     before_scrape: Option<ScrapeHook>,
     diagnosis_enabled: bool,
+    mesh: Option<Arc<crate::mesh::MeshState>>,
 }
 
 impl AppState {
@@ -61,6 +62,7 @@ impl AppState {
             ready: AtomicBool::new(false),
             before_scrape,
             diagnosis_enabled: true,
+            mesh: None,
         }
     }
 
@@ -69,6 +71,21 @@ impl AppState {
     pub fn with_diagnosis(mut self, enabled: bool) -> Self {
         self.diagnosis_enabled = enabled;
         self
+    }
+
+    /// Serves the mesh endpoints from `mesh` (without it they answer 404).
+    pub fn with_mesh(mut self, mesh: Arc<crate::mesh::MeshState>) -> Self {
+        self.mesh = Some(mesh);
+        self
+    }
+
+    fn mesh(&self) -> Result<&Arc<crate::mesh::MeshState>, ApiError> {
+        self.mesh.as_ref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "the mesh is not configured (no mesh: section)".to_owned(),
+            )
+        })
     }
 
     /// Marks the daemon ready (`/readyz` → 200) or not.
@@ -94,6 +111,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/checks/{name}/diagnosis", get(get_diagnosis))
         .route("/api/v1/checks/{name}/diagnoses", get(get_diagnoses))
         .route("/api/v1/isolations", get(get_isolations))
+        .route("/api/v1/mesh", get(get_mesh))
+        .route("/api/v1/mesh/{peer}/history", get(get_mesh_history))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -122,6 +141,46 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, axum::Json(json!({ "error": self.message }))).into_response()
     }
+}
+
+/// `GET /api/v1/mesh`: this agent's row of the matrix (latest round per pair) and its discovery state.
+async fn get_mesh(
+    State(st): State<Arc<AppState>>,
+) -> Result<axum::Json<crate::mesh::MeshView>, ApiError> {
+    Ok(axum::Json(st.mesh()?.view()))
+}
+
+/// `GET /api/v1/mesh/{peer}/history?limit=N`: the newest `limit` (default 100) stored rounds of
+/// `peer`, grouped by address, oldest first.
+async fn get_mesh_history(
+    State(st): State<Arc<AppState>>,
+    Path(peer): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let mesh = st.mesh()?;
+    let limit = match q.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "invalid limit {l:?}; expected a whole number from 1 to {MAX_LIMIT}"
+                ))
+            })?,
+    };
+    let history = mesh
+        .history(&peer, limit)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no mesh peer named {peer:?}"),
+            )
+        })?;
+    Ok(axum::Json(json!({ "peer": peer, "addresses": history })))
 }
 
 async fn list_checks(State(st): State<Arc<AppState>>) -> axum::Json<Vec<CheckView>> {

@@ -58,6 +58,7 @@ mod error;
 mod pruner;
 mod record;
 mod sqlite;
+mod sqlite_mesh;
 mod writer;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -66,7 +67,9 @@ use async_trait::async_trait;
 
 pub use error::StoreError;
 pub use pruner::spawn_pruner;
-pub use record::{DiagnosisRecord, EventRecord, IsolationRecord, Json, ResultRecord};
+pub use record::{
+    DiagnosisRecord, EventRecord, IsolationRecord, Json, MeshRoundRecord, ResultRecord,
+};
 pub use sqlite::SqliteStore;
 pub use writer::{Writer, WriterHandle, WriterOptions, WriterStats, WriterStatsSnapshot};
 
@@ -136,7 +139,23 @@ pub trait Store: Send + Sync + 'static {
     /// Isolation and release records, newest first, at most `limit` (`0` returns none).
     async fn isolations(&self, limit: u32) -> Result<Vec<IsolationRecord>, StoreError>;
 
-    /// Deletes results with `started_at_ms < older_than_ms`, and events and diagnoses with
+    /// Appends mesh rounds in one transaction.
+    ///
+    /// Errors: a database error as for [`append_results`](Store::append_results).
+    async fn append_mesh_rounds(&self, batch: &[MeshRoundRecord]) -> Result<(), StoreError>;
+
+    /// The mesh rounds whose target is `target_node`, newest first, at most `limit` rows.
+    ///
+    /// Errors: a database error, or [`StoreError::InvalidRecord`] for a stored row whose `stats`
+    /// is not JSON.
+    async fn mesh_rounds(
+        &self,
+        target_node: &str,
+        limit: u32,
+    ) -> Result<Vec<MeshRoundRecord>, StoreError>;
+
+    /// Deletes results with `started_at_ms < older_than_ms`, mesh rounds with
+    /// `started_ms < older_than_ms`, and events and diagnoses with
     /// `at_ms < older_than_ms`, returning how many rows were deleted in total.
     ///
     /// Deletion happens in bounded chunks, each its own transaction, so that a large prune does

@@ -128,6 +128,25 @@ pub struct DiagnosisRecord {
     pub diagnosis: Json,
 }
 
+/// One round of one mesh pair (source agent → target address), written by `netprobe run`'s mesh.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct MeshRoundRecord {
+    /// Row id, assigned by the store on append (ignored there); `Some` on every record read back.
+    pub id: Option<i64>,
+    /// The observing agent's node name.
+    pub source_node: String,
+    /// The peer's node name.
+    pub target_node: String,
+    /// The peer address probed, as text.
+    pub target_ip: String,
+    /// `icmp` or `tcp`.
+    pub protocol: String,
+    /// When the round started, Unix epoch milliseconds.
+    pub started_ms: i64,
+    /// The round's aggregates; opaque to the store, kept as JSON text.
+    pub stats: Json,
+}
+
 impl ResultRecord {
     /// Checks that the record can be stored faithfully.
     ///

@@ -9,7 +9,10 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::{DiagnosisRecord, EventRecord, IsolationRecord, Json, ResultRecord, Store, StoreError};
+use crate::{
+    DiagnosisRecord, EventRecord, IsolationRecord, Json, MeshRoundRecord, ResultRecord, Store,
+    StoreError,
+};
 
 /// Schema migrations, embedded at compile time from `crates/store/migrations/sqlite/`.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -279,7 +282,15 @@ impl SqliteStore {
         self.readers.close().await;
     }
 
-    fn query_err(&self, op: &'static str, source: sqlx::Error) -> StoreError {
+    pub(crate) fn writer_pool(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    pub(crate) fn reader_pool(&self) -> &SqlitePool {
+        &self.readers
+    }
+
+    pub(crate) fn query_err(&self, op: &'static str, source: sqlx::Error) -> StoreError {
         if matches!(source, sqlx::Error::PoolClosed) {
             return StoreError::Closed;
         }
@@ -560,7 +571,22 @@ impl Store for SqliteStore {
         let results = self.prune_table(PRUNE_RESULTS, older_than_ms).await?;
         let events = self.prune_table(PRUNE_EVENTS, older_than_ms).await?;
         let diagnoses = self.prune_table(PRUNE_DIAGNOSES, older_than_ms).await?;
-        Ok(results + events + diagnoses)
+        let mesh = self
+            .prune_table(crate::sqlite_mesh::PRUNE_MESH_ROUNDS, older_than_ms)
+            .await?;
+        Ok(results + events + diagnoses + mesh)
+    }
+
+    async fn append_mesh_rounds(&self, batch: &[MeshRoundRecord]) -> Result<(), StoreError> {
+        self.insert_mesh_rounds(batch).await
+    }
+
+    async fn mesh_rounds(
+        &self,
+        target_node: &str,
+        limit: u32,
+    ) -> Result<Vec<MeshRoundRecord>, StoreError> {
+        self.select_mesh_rounds(target_node, limit).await
     }
 
     async fn close(&self) {

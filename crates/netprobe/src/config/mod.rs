@@ -44,6 +44,7 @@
 
 mod env;
 mod error;
+mod mesh;
 mod raw;
 mod validate;
 
@@ -61,6 +62,7 @@ use probe::icmp::{IcmpConfig, IcmpEngine, IcmpProber};
 use probe::tcp::{TcpConfig, TcpProber};
 
 pub use self::error::ConfigError;
+pub use self::mesh::{DnsDiscovery, MAX_STATIC_PEERS, MeshConfig, StaticPeer};
 use crate::conditions::Condition;
 
 /// The largest config file accepted, in bytes (before and after `${VAR}` expansion).
@@ -79,6 +81,8 @@ pub struct Config {
     pub diagnosis: DiagnosisConfig,
     /// The checks, in file order, with every default applied.
     pub checks: Vec<CheckConfig>,
+    /// The node latency mesh (`mesh:`), if configured.
+    pub mesh: Option<MeshConfig>,
 }
 
 /// `server:`.

@@ -34,6 +34,8 @@ pub(crate) struct RawConfig {
     pub(crate) diagnosis: Option<RawDiagnosis>,
     /// The checks, in the order they are listed.
     pub(crate) checks: Option<Vec<Spanned<RawCheck>>>,
+    /// The node latency mesh.
+    pub(crate) mesh: Option<Spanned<super::mesh::RawMesh>>,
 }
 
 /// `server:`.

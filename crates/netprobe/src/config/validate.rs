@@ -126,7 +126,15 @@ impl Validator<'_> {
             first_seen.insert(name.value.0.clone(), name.referenced);
             checks.push(self.check(check, &defaults, &engine)?);
         }
+        let mesh = match raw.mesh {
+            None => None,
+            Some(m) => Some(
+                super::mesh::validate(m.value, server.listen.port())
+                    .map_err(|e| self.err(m.referenced, e))?,
+            ),
+        };
         Ok(Config {
+            mesh,
             server,
             storage,
             defaults,

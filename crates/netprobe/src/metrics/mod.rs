@@ -20,6 +20,7 @@ use prometheus_client::registry::Registry;
 use crate::state::Health;
 
 mod diagnosis;
+mod mesh;
 mod per_check;
 mod text;
 
@@ -27,6 +28,7 @@ pub use diagnosis::{
     ConclusionLabels, DiagnosisMetrics, FindingLabels, SkipLabels, SkipReason, conclusion_str,
 };
 
+pub use mesh::{MeshLabels, MeshMetrics};
 use per_check::{CheckCells, HTTP_PHASES, ICMP_PHASES, PHASES_HTTP, PHASES_ICMP, PerCheck};
 use text::openmetrics_into_prometheus_text;
 pub use text::openmetrics_to_prometheus_text;
@@ -98,6 +100,8 @@ pub struct Metrics {
     pub store_failures: Counter,
     /// Automatic diagnosis counters.
     pub diagnosis: DiagnosisMetrics,
+    /// Node latency mesh families.
+    pub mesh: MeshMetrics,
     /// Length of the last encoding, so the next one is built in one allocation (with 10,000
     /// checks it is ~4 MB; growing by doubling would allocate and copy twice that).
     last_len: AtomicUsize,
@@ -168,6 +172,7 @@ impl Metrics {
             store_failures.clone(),
         );
         let diagnosis = DiagnosisMetrics::register(&mut registry);
+        let mesh = MeshMetrics::register(&mut registry);
         Metrics {
             registry,
             checks,
@@ -179,6 +184,7 @@ impl Metrics {
             store_dropped,
             store_failures,
             diagnosis,
+            mesh,
             last_len: AtomicUsize::new(0),
         }
     }

@@ -13,6 +13,7 @@ mod corrupt;
 mod crash;
 mod diagnoses;
 mod isolations;
+mod mesh;
 mod prune;
 mod roundtrip;
 mod writer;

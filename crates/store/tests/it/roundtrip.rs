@@ -243,8 +243,8 @@ async fn migrations_are_idempotent_and_settings_stick() {
     let mut conn = raw(&path).await;
     assert_eq!(
         count(&mut conn, "SELECT count(*) FROM _sqlx_migrations").await,
-        3,
-        "0001_history, 0002_diagnoses and 0003_isolations, each applied once"
+        4,
+        "0001_history, 0002_diagnoses, 0003_isolations and 0004_mesh_rounds, each applied once"
     );
     assert_eq!(
         count(

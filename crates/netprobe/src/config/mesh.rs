@@ -1,0 +1,353 @@
+//! `mesh:`: the node latency mesh (see [`crate::mesh`]). Raw shape and validation in one place.
+//!
+//! ```yaml
+//! mesh:
+//!   node_name: "${NODE_NAME}"   # required; this agent's name in the mesh
+//!   interval: "10s"             # one round per peer per interval (default 10s)
+//!   packets: 5                  # echoes per peer per round, spread over the interval (default 5, 1–100)
+//!   peers_per_node: 0           # 0 = full mesh; k > 0 = rendezvous selection of k observers per node
+//!   full_mesh_max: 50           # full mesh while there are at most this many peers (default 50)
+//!   protocols: [icmp, tcp]      # tcp = connect to the peer's agent port when ICMP is denied or blocked
+//!   tcp_port: 8080              # the peers' agent port (default: the port of server.listen)
+//!   discovery:
+//!     static: [{ name: node-a, addresses: ["198.51.100.1", "fd00::1"] }]
+//!     dns: { name: "netprobe-mesh.kube-system.svc.cluster.local", port: 8080, refresh: "30s",
+//!            server: "10.96.0.10:53" }  # server defaults to the first nameserver of /etc/resolv.conf
+//!   firewall: { manage: false, interfaces: ["antrea-gw0"] }  # parsed; managed by `netprobe firewall`
+//! ```
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+
+use super::raw::{CheckName, Positive};
+
+/// Largest number of static peers (and DNS answers) read; more are refused at load (static) or
+/// truncated and reported (DNS).
+pub const MAX_STATIC_PEERS: usize = 100_000;
+
+/// `mesh:` as read.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMesh {
+    /// This agent's node name.
+    node_name: CheckName,
+    /// Round interval.
+    interval: Option<Positive>,
+    /// Echoes per peer per round.
+    packets: Option<u16>,
+    /// Observers per node (0 = full mesh).
+    peers_per_node: Option<u32>,
+    /// Full mesh up to this many peers.
+    full_mesh_max: Option<u32>,
+    /// Protocols, in order of preference.
+    protocols: Option<Vec<MeshProtocolName>>,
+    /// The peers' agent port for the TCP fallback.
+    tcp_port: Option<u16>,
+    /// Where peers come from.
+    discovery: Option<RawDiscovery>,
+    /// Firewall management (not done by the mesh itself).
+    firewall: Option<RawFirewall>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum MeshProtocolName {
+    Icmp,
+    Tcp,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiscovery {
+    #[serde(rename = "static")]
+    static_peers: Option<Vec<RawStaticPeer>>,
+    dns: Option<RawDns>,
+    kubernetes: Option<RawKubernetes>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStaticPeer {
+    name: CheckName,
+    addresses: Vec<Addr>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    name: String,
+    port: Option<u16>,
+    refresh: Option<Positive>,
+    server: Option<SocketAddr>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKubernetes {
+    nodes: Option<bool>,
+    pods: Option<RawPods>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPods {
+    #[allow(
+        dead_code,
+        reason = "Kubernetes discovery is not implemented yet; parsed for the error"
+    )]
+    label_selector: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFirewall {
+    manage: Option<bool>,
+    interfaces: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Addr(IpAddr);
+
+impl<'de> Deserialize<'de> for Addr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.trim()
+            .parse::<IpAddr>()
+            .map(|ip| Addr(ip.to_canonical()))
+            .map_err(|_| {
+                de::Error::custom(format!(
+                    "invalid address {text:?}; expected an IPv4 or IPv6 address like 198.51.100.1 or fd00::1"
+                ))
+            })
+    }
+}
+
+/// The validated `mesh:` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeshConfig {
+    /// This agent's node name (`[A-Za-z0-9_.-]{1,128}`), after `${VAR}` expansion.
+    pub node_name: String,
+    /// Time between the rounds of one pair; greater than zero. Default 10 s.
+    pub interval: Duration,
+    /// Echoes (or TCP connects) per peer per round, sent `interval / packets` apart. 1–100, default 5.
+    pub packets: u16,
+    /// Observers per node under rendezvous selection; 0 = full mesh. Default 0.
+    pub peers_per_node: u32,
+    /// A full mesh is used while there are at most this many peers. Default 50.
+    pub full_mesh_max: u32,
+    /// ICMP first.
+    pub icmp: bool,
+    /// TCP connect to `tcp_port` when ICMP is denied or every echo was lost.
+    pub tcp: bool,
+    /// The peers' agent port. Default: the port of `server.listen`.
+    pub tcp_port: u16,
+    /// Static peers.
+    pub static_peers: Vec<StaticPeer>,
+    /// DNS discovery.
+    pub dns: Option<DnsDiscovery>,
+    /// Firewall management as configured (performed by `netprobe firewall`, not by the mesh loop).
+    pub firewall_manage: bool,
+    /// Interfaces of `firewall`.
+    pub firewall_interfaces: Vec<String>,
+}
+
+/// One `discovery.static` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticPeer {
+    /// Node name.
+    pub name: String,
+    /// Addresses probed (each family reported separately).
+    pub addresses: Vec<IpAddr>,
+}
+
+/// `discovery.dns`: A and AAAA records of a (headless Service) name; each address is a node named by
+/// the address itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsDiscovery {
+    /// Name to resolve (fully qualified; a trailing dot is added).
+    pub name: String,
+    /// The agents' port (the TCP fallback uses it). Default: `tcp_port`.
+    pub port: Option<u16>,
+    /// Re-resolution interval. Default 30 s.
+    pub refresh: Duration,
+    /// DNS server; default the first `nameserver` of /etc/resolv.conf.
+    pub server: Option<SocketAddr>,
+}
+
+/// Validates `raw`; `listen_port` is the default `tcp_port`. Errors are messages for the `mesh:` key.
+pub(crate) fn validate(raw: RawMesh, listen_port: u16) -> Result<MeshConfig, String> {
+    let packets = raw.packets.unwrap_or(5);
+    if !(1..=probe::icmp::MAX_COUNT).contains(&packets) {
+        return Err(format!(
+            "mesh.packets {packets} is out of range; expected 1 to {}",
+            probe::icmp::MAX_COUNT
+        ));
+    }
+    let interval = raw.interval.map_or(Duration::from_secs(10), |i| i.0.0);
+    if interval < Duration::from_millis(100) || interval > Duration::from_secs(3600) {
+        return Err(format!(
+            "mesh.interval {interval:?} is out of range; expected 100ms to 1h"
+        ));
+    }
+    let protocols = raw
+        .protocols
+        .unwrap_or_else(|| vec![MeshProtocolName::Icmp]);
+    if protocols.is_empty() {
+        return Err("mesh.protocols is empty; expected [icmp], [tcp] or [icmp, tcp]".to_owned());
+    }
+    let discovery = raw.discovery.unwrap_or(RawDiscovery {
+        static_peers: None,
+        dns: None,
+        kubernetes: None,
+    });
+    if let Some(k) = &discovery.kubernetes
+        && (k.nodes.unwrap_or(false) || k.pods.is_some())
+    {
+        return Err(
+            "mesh.discovery.kubernetes is not implemented yet; use discovery.dns with a headless Service \
+             or discovery.static"
+                .to_owned(),
+        );
+    }
+    let mut static_peers: Vec<StaticPeer> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for p in discovery.static_peers.unwrap_or_default() {
+        if !seen.insert(p.name.0.clone()) {
+            return Err(format!(
+                "duplicate node name {:?} in mesh.discovery.static; expected every name once",
+                p.name.0
+            ));
+        }
+        if p.addresses.is_empty() {
+            return Err(format!(
+                "node {:?} in mesh.discovery.static has no addresses; expected at least one",
+                p.name.0
+            ));
+        }
+        static_peers.push(StaticPeer {
+            name: p.name.0,
+            addresses: p.addresses.into_iter().map(|a| a.0).collect(),
+        });
+    }
+    if static_peers.len() > MAX_STATIC_PEERS {
+        return Err(format!(
+            "mesh.discovery.static lists {} nodes; expected at most {MAX_STATIC_PEERS}",
+            static_peers.len()
+        ));
+    }
+    let dns = match discovery.dns {
+        None => None,
+        Some(d) => {
+            let name = d.name.trim().trim_end_matches('.').to_owned();
+            if name.is_empty() || name.len() > 253 {
+                return Err(format!(
+                    "mesh.discovery.dns.name {:?} is not a DNS name; expected like netprobe-mesh.kube-system.svc.cluster.local",
+                    d.name
+                ));
+            }
+            Some(DnsDiscovery {
+                name,
+                port: d.port,
+                refresh: d.refresh.map_or(Duration::from_secs(30), |r| r.0.0),
+                server: d.server,
+            })
+        }
+    };
+    if static_peers.is_empty() && dns.is_none() {
+        return Err("mesh.discovery lists no peers; expected static or dns".to_owned());
+    }
+    let firewall = raw.firewall.unwrap_or(RawFirewall {
+        manage: None,
+        interfaces: None,
+    });
+    Ok(MeshConfig {
+        node_name: raw.node_name.0,
+        interval,
+        packets,
+        peers_per_node: raw.peers_per_node.unwrap_or(0),
+        full_mesh_max: raw.full_mesh_max.unwrap_or(50),
+        icmp: protocols.contains(&MeshProtocolName::Icmp),
+        tcp: protocols.contains(&MeshProtocolName::Tcp),
+        tcp_port: raw.tcp_port.unwrap_or(listen_port),
+        static_peers,
+        dns,
+        firewall_manage: firewall.manage.unwrap_or(false),
+        firewall_interfaces: firewall.interfaces.unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    reason = "in a test a panic is the failure report"
+)]
+mod tests {
+    use crate::config::parse;
+
+    fn load(text: &str) -> Result<crate::config::Config, String> {
+        let env = |k: &str| (k == "NODE_NAME").then(|| "node-a".to_owned());
+        parse(text, "t.yaml", &env).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_issue_example_loads_apart_from_kubernetes() {
+        let cfg = load(
+            r#"
+mesh:
+  node_name: "${NODE_NAME}"
+  interval: "10s"
+  packets: 5
+  peers_per_node: 0
+  protocols: [icmp, tcp]
+  discovery:
+    static: [{ name: node-a, addresses: ["198.51.100.1", "fd00::1"] }]
+    dns: { name: "netprobe-mesh.kube-system.svc.cluster.local", port: 8080, refresh: "30s" }
+  firewall: { manage: true, interfaces: ["antrea-gw0"] }
+"#,
+        )
+        .unwrap();
+        let m = cfg.mesh.unwrap();
+        assert_eq!(m.node_name, "node-a");
+        assert_eq!(m.packets, 5);
+        assert!(m.icmp && m.tcp);
+        assert_eq!(m.tcp_port, 8080);
+        assert_eq!(m.static_peers[0].addresses.len(), 2);
+        assert_eq!(m.dns.unwrap().refresh.as_secs(), 30);
+        assert!(m.firewall_manage);
+
+        let err = load("mesh: { node_name: a, discovery: { kubernetes: { nodes: true } } }\n")
+            .unwrap_err();
+        assert!(err.contains("not implemented yet"), "{err}");
+    }
+
+    #[test]
+    fn bad_mesh_sections_are_refused_with_a_location() {
+        for (text, want) in [
+            (
+                "mesh: { node_name: a, discovery: { static: [{ name: b, addresses: [\"1.2.3.4\"] }, { name: b, addresses: [\"1.2.3.5\"] }] } }\n",
+                "duplicate node name",
+            ),
+            ("mesh: { node_name: a }\n", "lists no peers"),
+            (
+                "mesh: { node_name: a, packets: 0, discovery: { static: [{ name: b, addresses: [\"1.2.3.4\"] }] } }\n",
+                "mesh.packets 0",
+            ),
+            (
+                "mesh: { node_name: a, discovery: { static: [{ name: b, addresses: [\"nope\"] }] } }\n",
+                "invalid address",
+            ),
+            (
+                "mesh: { node_name: a, bogus: 1, discovery: { static: [] } }\n",
+                "bogus",
+            ),
+            ("mesh: { node_name: \"a b\" }\n", "invalid check name"),
+        ] {
+            let err = load(text).unwrap_err();
+            assert!(err.contains(want), "{text}: {err}");
+            assert!(err.starts_with("t.yaml:1:"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,571 @@
+//! The node latency mesh: every agent measures RTT, jitter and loss to its peers.
+//!
+//! * `discovery` — the static list and DNS A/AAAA of a headless Service, re-resolved every `refresh`.
+//! * `select` — full mesh for small meshes, rendezvous hashing above (each node observed by exactly
+//!   `min(k, n - 1)` others).
+//! * `round` — one round of one pair: `packets` echoes on the shared ICMP engine spread over the
+//!   interval, or TCP connects to the peer agent's port when ICMP is denied or every echo was lost.
+//! * `stats` — a round's aggregates (RTT min/avg/max/stddev/p50/p99, loss, jitter, nanosecond times).
+//!
+//! The latest round of each pair is kept in memory (the matrix); every round is queued for the store
+//! (`mesh_rounds`, written once a second in one transaction) for the history endpoint.
+//!
+//! One long-lived task per (peer, address) runs its rounds at a fixed rate, each starting at its own
+//! offset inside the interval (a hash of the pair), so an agent with many peers sends a steady trickle
+//! instead of bursts. The discovery task reconciles the set of pair tasks after every pass.
+
+pub mod discovery;
+pub mod round;
+pub mod select;
+pub mod stats;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use probe::icmp::IcmpEngine;
+use serde::Serialize;
+use store::{Json, MeshRoundRecord, Store};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::check::{CheckSpec, UnhealthyHook};
+use crate::config::MeshConfig;
+use crate::metrics::{MeshLabels, Metrics};
+use round::RoundSpec;
+use stats::{MeshProtocol, RoundStats};
+
+/// Rounds waiting for the store; beyond this a round is dropped from the history (and logged),
+/// never blocking the pair tasks.
+pub const STORE_QUEUE: usize = 10_000;
+
+/// How often queued rounds are written to the store, in one transaction.
+const STORE_FLUSH: Duration = Duration::from_secs(1);
+
+/// After ICMP failed, a pair with the TCP fallback probes over TCP and retries ICMP every this many
+/// rounds.
+const ICMP_RETRY_ROUNDS: u32 = 6;
+
+/// Discovery interval when only static peers are configured (they cannot change; the pass still
+/// refreshes the local-address check).
+const STATIC_REFRESH: Duration = Duration::from_secs(60);
+
+/// One probed (peer, address).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PairKey {
+    /// Peer node name.
+    pub node: String,
+    /// Peer address.
+    pub ip: IpAddr,
+}
+
+/// A pair's latest round (the history is in the store).
+#[derive(Debug, Default)]
+struct PairEntry {
+    latest: Option<RoundStats>,
+}
+
+/// What the API shows about the mesh as a whole.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MeshStatus {
+    /// Nodes discovered (this one included when listed).
+    pub nodes: usize,
+    /// Peer nodes this agent probes.
+    pub targets: usize,
+    /// How many nodes probe this one.
+    pub observers: usize,
+    /// Whether every other node is probed.
+    pub full_mesh: bool,
+    /// Discovery errors of the latest pass.
+    pub discovery_errors: Vec<String>,
+    /// Nodes dropped because the mesh exceeded [`select::MAX_MESH_NODES`].
+    pub dropped_nodes: usize,
+}
+
+/// The live mesh state, shared by the pair tasks and the API.
+pub struct MeshState {
+    cfg: MeshConfig,
+    hook: Option<Arc<dyn UnhealthyHook>>,
+    store: Option<Arc<dyn Store>>,
+    queue: Option<tokio::sync::mpsc::Sender<MeshRoundRecord>>,
+    source: Arc<str>,
+    metrics: Arc<Metrics>,
+    pairs: RwLock<BTreeMap<PairKey, PairEntry>>,
+    status: RwLock<MeshStatus>,
+}
+
+/// One row of `GET /api/v1/mesh`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairView {
+    /// Peer node name.
+    pub target_node: String,
+    /// Peer address.
+    pub target_ip: IpAddr,
+    /// `ipv4` or `ipv6`.
+    pub family: &'static str,
+    /// The latest round, if one finished.
+    pub latest: Option<RoundStats>,
+}
+
+/// `GET /api/v1/mesh`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MeshView {
+    /// This agent's node name.
+    pub node: String,
+    /// Round interval, seconds.
+    pub interval_seconds: f64,
+    /// Probes per pair per round.
+    pub packets: u16,
+    /// Discovery and selection state.
+    pub status: MeshStatus,
+    /// Every probed pair, by peer name then address.
+    pub pairs: Vec<PairView>,
+}
+
+/// One address of a peer in `GET /api/v1/mesh/{peer}/history`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairHistory {
+    /// Peer address.
+    pub target_ip: String,
+    /// `ipv4` or `ipv6`.
+    pub family: &'static str,
+    /// Per-round aggregates ([`RoundStats`] as stored), oldest first.
+    pub rounds: Vec<serde_json::Value>,
+}
+
+/// The check name under which a mesh pair's diagnoses are stored and counted:
+/// `mesh.NODE.ADDRESS` with `:` written as `-` (check names allow `[A-Za-z0-9_.-]`), e.g.
+/// `mesh.node-4.198.51.100.5`, `mesh.node-4.fd00--5`.
+pub fn diagnosis_name(node: &str, ip: IpAddr) -> String {
+    format!("mesh.{node}.{}", ip.to_string().replace(':', "-"))
+}
+
+fn family(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() { "ipv4" } else { "ipv6" }
+}
+
+impl MeshState {
+    /// The matrix row of this agent.
+    pub fn view(&self) -> MeshView {
+        let pairs = self
+            .pairs
+            .read()
+            .iter()
+            .map(|(k, e)| PairView {
+                target_node: k.node.clone(),
+                target_ip: k.ip,
+                family: family(k.ip),
+                latest: e.latest.clone(),
+            })
+            .collect();
+        MeshView {
+            node: self.cfg.node_name.clone(),
+            interval_seconds: self.cfg.interval.as_secs_f64(),
+            packets: self.cfg.packets,
+            status: self.status.read().clone(),
+            pairs,
+        }
+    }
+
+    /// The stored per-round history of `peer`: its newest `limit` rounds (all addresses together),
+    /// grouped by address, oldest first. `Ok(None)` when `peer` is neither probed nor in the store.
+    ///
+    /// Errors: the store's, as text.
+    pub async fn history(
+        &self,
+        peer: &str,
+        limit: u32,
+    ) -> Result<Option<Vec<PairHistory>>, String> {
+        let probed = self.pairs.read().keys().any(|k| k.node == peer);
+        let rows = match &self.store {
+            Some(s) => s
+                .mesh_rounds(peer, limit)
+                .await
+                .map_err(|e| e.to_string())?,
+            None => Vec::new(),
+        };
+        if rows.is_empty() && !probed {
+            return Ok(None);
+        }
+        let mut by_ip: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+        for r in rows.into_iter().rev() {
+            let v = r.stats.to_value().map_err(|e| e.to_string())?;
+            by_ip.entry(r.target_ip).or_default().push(v);
+        }
+        for k in self.pairs.read().keys().filter(|k| k.node == peer) {
+            by_ip.entry(k.ip.to_string()).or_default();
+        }
+        Ok(Some(
+            by_ip
+                .into_iter()
+                .map(|(ip, rounds)| PairHistory {
+                    family: if ip.contains(':') { "ipv6" } else { "ipv4" },
+                    target_ip: ip,
+                    rounds,
+                })
+                .collect(),
+        ))
+    }
+
+    /// Hands a pair whose echoes all got lost to the automatic diagnosis, as a check named
+    /// [`diagnosis_name`] with the round's ICMP outcome (the diagnosis runs on this host only).
+    fn diagnose(&self, key: &PairKey, engine: &Arc<IcmpEngine>, outcome: &probe::Outcome) {
+        let Some(hook) = &self.hook else {
+            return;
+        };
+        let cfg = probe::icmp::IcmpConfig::new(key.ip.to_string());
+        let Ok(prober) = probe::icmp::IcmpProber::new(cfg, Arc::clone(engine)) else {
+            return;
+        };
+        let spec = CheckSpec {
+            name: diagnosis_name(&key.node, key.ip),
+            kind: probe::Kind::Icmp,
+            target: prober.target(),
+            runner: crate::scheduler::runner(probe::Prober::Icmp(prober)),
+            period: self.cfg.interval,
+            timeout: self.cfg.interval,
+            initial_delay: Duration::ZERO,
+            success_threshold: 1,
+            failure_threshold: 1,
+            conditions: Vec::new(),
+        };
+        hook.turned_unhealthy(&spec, outcome);
+    }
+
+    fn labels(&self, key: &PairKey, protocol: MeshProtocol) -> MeshLabels {
+        MeshLabels {
+            source_node: Arc::clone(&self.source),
+            target_node: Arc::from(key.node.as_str()),
+            target_ip: Arc::from(key.ip.to_string().as_str()),
+            family: family(key.ip),
+            protocol: protocol.as_str(),
+        }
+    }
+
+    fn record(&self, key: &PairKey, stats: RoundStats) {
+        let labels = self.labels(key, stats.protocol);
+        self.metrics
+            .mesh
+            .loss
+            .get_or_create(&labels)
+            .set(stats.loss_ratio);
+        // Log changes of state only: a dead peer must not log once per round.
+        let before = self
+            .pairs
+            .read()
+            .get(key)
+            .and_then(|e| e.latest.as_ref().map(|l| (l.loss_ratio > 0.0, l.protocol)));
+        let now = (stats.loss_ratio > 0.0, stats.protocol);
+        if before != Some(now) && (now.0 || before.is_some_and(|b| b.0)) {
+            tracing::warn!(
+                peer = %key.node, ip = %key.ip, protocol = stats.protocol.as_str(),
+                loss = stats.loss_ratio, reason = stats.reason.as_deref().unwrap_or(""),
+                "mesh pair {}", if now.0 { "lost probes" } else { "recovered" }
+            );
+        }
+        if let Some(q) = &self.queue {
+            let rec = Json::encode(&stats).map(|json| MeshRoundRecord {
+                id: None,
+                source_node: self.cfg.node_name.clone(),
+                target_node: key.node.clone(),
+                target_ip: key.ip.to_string(),
+                protocol: stats.protocol.as_str().to_owned(),
+                started_ms: stats.started_ns / 1_000_000,
+                stats: json,
+            });
+            match rec {
+                Ok(rec) => {
+                    if q.try_send(rec).is_err() {
+                        tracing::warn!(peer = %key.node, "mesh store queue full; round not kept");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "mesh round not encodable"),
+            }
+        }
+        let mut pairs = self.pairs.write();
+        if let Some(e) = pairs.get_mut(key) {
+            e.latest = Some(stats);
+        }
+    }
+
+    fn observe_rtts(&self, key: &PairKey, protocol: MeshProtocol, rtts: &[f64]) {
+        let hist = self
+            .metrics
+            .mesh
+            .rtt
+            .get_or_create_owned(&self.labels(key, protocol));
+        for r in rtts {
+            hist.observe(*r);
+        }
+    }
+
+    fn remove_series(&self, key: &PairKey) {
+        for p in [MeshProtocol::Icmp, MeshProtocol::Tcp] {
+            let l = self.labels(key, p);
+            self.metrics.mesh.rtt.remove(&l);
+            self.metrics.mesh.loss.remove(&l);
+        }
+    }
+}
+
+/// Starts discovery, the pair tasks and (with a store) the round writer on `tracker`; they stop
+/// when `cancel` fires. `hook` (the automatic diagnosis) is told when a pair's ICMP round loses every
+/// echo after one that did not, as a check named [`diagnosis_name`] turning unhealthy.
+pub fn start(
+    cfg: MeshConfig,
+    engine: Arc<IcmpEngine>,
+    metrics: Arc<Metrics>,
+    store: Option<Arc<dyn Store>>,
+    hook: Option<Arc<dyn UnhealthyHook>>,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) -> Arc<MeshState> {
+    let queue = store.as_ref().map(|s| {
+        let (tx, rx) = tokio::sync::mpsc::channel(STORE_QUEUE);
+        tracker.spawn(store_writer(Arc::clone(s), rx, cancel.clone()));
+        tx
+    });
+    if cfg.firewall_manage {
+        tracing::warn!(
+            "mesh.firewall.manage is set, but the mesh does not install firewall rules itself yet; \
+             run `netprobe firewall ensure` where available"
+        );
+    }
+    let state = Arc::new(MeshState {
+        hook,
+        store,
+        queue,
+        source: Arc::from(cfg.node_name.as_str()),
+        cfg,
+        metrics,
+        pairs: RwLock::new(BTreeMap::new()),
+        status: RwLock::new(MeshStatus::default()),
+    });
+    let st = Arc::clone(&state);
+    let t = tracker.clone();
+    tracker.spawn(async move { discovery_loop(st, engine, t, cancel).await });
+    state
+}
+
+/// Writes queued rounds every [`STORE_FLUSH`] in one transaction; flushes what is left on cancel.
+async fn store_writer(
+    store: Arc<dyn Store>,
+    mut rx: tokio::sync::mpsc::Receiver<MeshRoundRecord>,
+    cancel: CancellationToken,
+) {
+    let mut batch = Vec::new();
+    loop {
+        let stop = tokio::select! {
+            () = tokio::time::sleep(STORE_FLUSH) => false,
+            () = cancel.cancelled() => true,
+        };
+        while let Ok(r) = rx.try_recv() {
+            batch.push(r);
+        }
+        if !batch.is_empty() {
+            if let Err(e) = store.append_mesh_rounds(&batch).await {
+                tracing::warn!(error = %e, rounds = batch.len(), "cannot store mesh rounds");
+            }
+            batch.clear();
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+async fn discovery_loop(
+    state: Arc<MeshState>,
+    engine: Arc<IcmpEngine>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+) {
+    let refresh = state.cfg.dns.as_ref().map_or(STATIC_REFRESH, |d| d.refresh);
+    let mut running: HashMap<PairKey, CancellationToken> = HashMap::new();
+    let mut previous = BTreeMap::new();
+    loop {
+        let found = tokio::select! {
+            f = discovery::discover(&state.cfg, &previous) => f,
+            () = cancel.cancelled() => break,
+        };
+        let mut names: Vec<String> = found.nodes.keys().cloned().collect();
+        let mut dropped = 0;
+        if names.len() > select::MAX_MESH_NODES {
+            dropped = names.len() - select::MAX_MESH_NODES;
+            names.truncate(select::MAX_MESH_NODES);
+        }
+        // A DNS-discovered node named by one of our own addresses is this agent.
+        let me = state.cfg.node_name.clone();
+        let names: Vec<String> = names
+            .into_iter()
+            .filter(|n| {
+                *n == me
+                    || !found
+                        .nodes
+                        .get(n)
+                        .is_some_and(|node| node.addresses.iter().any(|a| discovery::is_local(*a)))
+            })
+            .collect();
+        let (k, fm) = (
+            state.cfg.peers_per_node as usize,
+            state.cfg.full_mesh_max as usize,
+        );
+        let sel = {
+            let names = names.clone();
+            let me = me.clone();
+            tokio::task::spawn_blocking(move || select::select(&me, &names, k, fm))
+                .await
+                .unwrap_or(select::Selection {
+                    targets: Vec::new(),
+                    observers: 0,
+                    full_mesh: false,
+                })
+        };
+        let mut wanted: HashMap<PairKey, u16> = HashMap::new();
+        for t in &sel.targets {
+            if let Some(node) = found.nodes.get(t) {
+                for ip in &node.addresses {
+                    wanted.insert(
+                        PairKey {
+                            node: t.clone(),
+                            ip: *ip,
+                        },
+                        node.port,
+                    );
+                }
+            }
+        }
+        if !found.errors.is_empty() {
+            state.metrics.mesh.discovery_errors.inc();
+            for e in &found.errors {
+                tracing::warn!(error = %e, "mesh discovery");
+            }
+        }
+        // Stop the pairs that left the selection.
+        running.retain(|key, token| {
+            let keep = wanted.contains_key(key);
+            if !keep {
+                token.cancel();
+                state.pairs.write().remove(key);
+                state.remove_series(key);
+            }
+            keep
+        });
+        for (key, port) in wanted {
+            if running.contains_key(&key) {
+                continue;
+            }
+            let token = cancel.child_token();
+            running.insert(key.clone(), token.clone());
+            state.pairs.write().entry(key.clone()).or_default();
+            let (st, eng) = (Arc::clone(&state), Arc::clone(&engine));
+            tracker.spawn(async move { pair_loop(st, eng, key, port, token).await });
+        }
+        let probed = running.len();
+        state.metrics.mesh.peers.set(probed as i64);
+        state.metrics.mesh.nodes.set(names.len() as i64);
+        state.metrics.mesh.observers.set(sel.observers as i64);
+        previous = found.nodes;
+        *state.status.write() = MeshStatus {
+            nodes: names.len(),
+            targets: sel.targets.len(),
+            observers: sel.observers,
+            full_mesh: sel.full_mesh,
+            discovery_errors: found.errors,
+            dropped_nodes: dropped,
+        };
+        tokio::select! {
+            () = tokio::time::sleep(refresh) => {}
+            () = cancel.cancelled() => break,
+        }
+    }
+}
+
+/// The pair's phase inside the interval: a hash of the pair, so pairs start spread out and keep
+/// their slot across restarts.
+fn phase(key: &PairKey, interval: Duration) -> Duration {
+    let h = select::name_hash(&format!("{}/{}", key.node, key.ip));
+    let nanos = u64::try_from(interval.as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    Duration::from_nanos(h % nanos)
+}
+
+async fn pair_loop(
+    state: Arc<MeshState>,
+    engine: Arc<IcmpEngine>,
+    key: PairKey,
+    port: u16,
+    cancel: CancellationToken,
+) {
+    let cfg = &state.cfg;
+    let spec = RoundSpec {
+        ip: key.ip,
+        port,
+        packets: cfg.packets,
+        interval: cfg.interval,
+    };
+    let mut next = tokio::time::Instant::now() + phase(&key, cfg.interval);
+    // TCP rounds since ICMP last failed (None = ICMP works or was never tried).
+    let mut icmp_failed: Option<u32> = None;
+    let mut icmp_reason = String::new();
+    // Whether the last ICMP round lost every echo (a diagnosis is asked for on the transition).
+    let mut was_lost = false;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {}
+            () = cancel.cancelled() => return,
+        }
+        next += cfg.interval;
+        let use_icmp = cfg.icmp && (!cfg.tcp || icmp_failed.is_none_or(|n| n >= ICMP_RETRY_ROUNDS));
+        let (stats, rtts, outcome) = tokio::select! {
+            s = run_round(spec, &engine, use_icmp, &icmp_reason) => s,
+            () = cancel.cancelled() => return,
+        };
+        if let Some(o) = &outcome {
+            let lost_all = stats.received == 0;
+            if lost_all && !was_lost {
+                state.diagnose(&key, &engine, o);
+            }
+            was_lost = lost_all;
+        }
+        if use_icmp {
+            icmp_failed = (stats.received == 0).then_some(0);
+            icmp_reason = stats.reason.clone().unwrap_or_default();
+        } else if let Some(n) = icmp_failed.as_mut() {
+            *n += 1;
+        }
+        state.observe_rtts(&key, stats.protocol, &rtts);
+        state.record(&key, stats);
+        let now = tokio::time::Instant::now();
+        if next < now {
+            // A round overran (a stalled runtime): skip the missed slots rather than burst.
+            let behind = now - next;
+            let skip = behind.as_nanos() / cfg.interval.as_nanos().max(1) + 1;
+            next += cfg.interval * u32::try_from(skip).unwrap_or(u32::MAX);
+        }
+    }
+}
+
+/// A round's aggregates plus its answered RTTs in seconds (for the histogram). A TCP round is
+/// marked with the reason ICMP failed (`icmp-disabled` when `protocols` has no `icmp`).
+async fn run_round(
+    spec: RoundSpec,
+    engine: &Arc<IcmpEngine>,
+    use_icmp: bool,
+    icmp_reason: &str,
+) -> (RoundStats, Vec<f64>, Option<probe::Outcome>) {
+    if use_icmp {
+        round::icmp(spec, engine).await
+    } else {
+        let (mut stats, rtts) = round::tcp(spec).await;
+        stats.fallback_reason = Some(if icmp_reason.is_empty() {
+            "icmp-disabled".to_owned()
+        } else {
+            icmp_reason.to_owned()
+        });
+        (stats, rtts, None)
+    }
+}
