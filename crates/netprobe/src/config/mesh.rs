@@ -13,7 +13,7 @@
 //!     static: [{ name: node-a, addresses: ["198.51.100.1", "fd00::1"] }]
 //!     dns: { name: "netprobe-mesh.kube-system.svc.cluster.local", port: 8080, refresh: "30s",
 //!            server: "10.96.0.10:53" }  # server defaults to the first nameserver of /etc/resolv.conf
-//!   firewall: { manage: false, interfaces: ["antrea-gw0"] }  # parsed; managed by `netprobe firewall`
+//!   firewall: { manage: false, interfaces: ["antrea-gw0"] }  # true: keep the mesh's rules in place
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -48,7 +48,7 @@ pub(crate) struct RawMesh {
     tcp_port: Option<u16>,
     /// Where peers come from.
     discovery: Option<RawDiscovery>,
-    /// Firewall management (not done by the mesh itself).
+    /// Firewall management: the rules the mesh needs, kept in place.
     firewall: Option<RawFirewall>,
 }
 
@@ -148,7 +148,8 @@ pub struct MeshConfig {
     pub static_peers: Vec<StaticPeer>,
     /// DNS discovery.
     pub dns: Option<DnsDiscovery>,
-    /// Firewall management as configured (performed by `netprobe firewall`, not by the mesh loop).
+    /// `firewall.manage`: keep the mesh's rules in place on `firewall.interfaces` (the same code
+    /// as `netprobe firewall ensure`, reconciled every 30 s).
     pub firewall_manage: bool,
     /// Interfaces of `firewall`.
     pub firewall_interfaces: Vec<String>,

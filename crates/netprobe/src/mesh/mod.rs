@@ -328,10 +328,7 @@ pub fn start(
         tx
     });
     if cfg.firewall_manage {
-        tracing::warn!(
-            "mesh.firewall.manage is set, but the mesh does not install firewall rules itself yet; \
-             run `netprobe firewall ensure` where available"
-        );
+        spawn_firewall(&cfg, tracker, cancel.clone());
     }
     let state = Arc::new(MeshState {
         hook,
@@ -347,6 +344,62 @@ pub fn start(
     let t = tracker.clone();
     tracker.spawn(async move { discovery_loop(st, engine, t, cancel).await });
     state
+}
+
+/// How often `firewall.manage` checks that the mesh's rules are still in place.
+const FIREWALL_RECONCILE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `firewall.manage: true`: ensures the mesh's rules (ICMP echo in and out, the TCP fallback port)
+/// on the configured interfaces now and every [`FIREWALL_RECONCILE`], on the blocking pool
+/// ([`crate::firewall::Reconciler`] runs the `*-save`/`*-restore` tools in a setns thread). A
+/// configuration the reconciler refuses is logged once and management stays off.
+fn spawn_firewall(cfg: &MeshConfig, tracker: &TaskTracker, cancel: CancellationToken) {
+    use crate::firewall::{Change, FirewallConfig, Reconciler};
+    let fw = FirewallConfig {
+        netns: crate::collect::NetnsTarget::Current,
+        spec: netfilter::manage::Spec {
+            interfaces: cfg.firewall_interfaces.clone(),
+            tcp_port: cfg.tcp.then_some(cfg.tcp_port),
+        },
+        backend: None,
+    };
+    let reconciler = match Reconciler::new(fw) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "mesh.firewall.manage: not managing the firewall");
+            return;
+        }
+    };
+    tracker.spawn(async move {
+        let mut reconciler = reconciler;
+        loop {
+            // The reconciler moves to the blocking pool and back: no lock is needed.
+            let done = tokio::task::spawn_blocking(move || {
+                let change = reconciler.reconcile_once();
+                (change, reconciler)
+            })
+            .await;
+            let Ok((change, back)) = done else {
+                tracing::error!("mesh firewall reconciler panicked; management stops");
+                return;
+            };
+            reconciler = back;
+            match change {
+                Ok(Change::Restored { backend, missing }) => tracing::warn!(
+                    backend,
+                    missing = ?missing,
+                    restored_total = reconciler.restored_count(),
+                    "mesh firewall rules were missing: restored"
+                ),
+                Ok(Change::Unchanged) => {}
+                Err(e) => tracing::error!(error = %e, "mesh firewall reconcile failed"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(FIREWALL_RECONCILE) => {}
+                () = cancel.cancelled() => return,
+            }
+        }
+    });
 }
 
 /// Writes queued rounds every [`STORE_FLUSH`] in one transaction; flushes what is left on cancel.
