@@ -116,7 +116,7 @@ fn managed_firewall_restores_the_mesh_path_the_host_firewall_blocked() {
     agents.0.push(spawn(&b, cfg_b));
     eventually(20, "A's pair to B recovers", || {
         match loss_to(&a, "198.51.100.31", "198.51.100.32") {
-            Some(l) if l == 0.0 => Ok(()),
+            Some(0.0) => Ok(()),
             other => Err(format!("loss {other:?}")),
         }
     });
