@@ -252,7 +252,7 @@ async fn migrations_are_idempotent_and_settings_stick() {
             "SELECT count(*) FROM _sqlx_migrations WHERE success"
         )
         .await,
-        3
+        4
     );
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&mut conn)
