@@ -262,8 +262,10 @@ mesh:
     let r = rounds_since(ns, observer, &name(lossy), &v4(lossy), since);
     let (l, sent) = loss(&r, "icmp");
     assert!(sent >= 30, "too few echoes to node {lossy}: {r:?}");
+    // Binomial(≥ 30, 0.3): outside 0.05–0.65 with probability below 1e-4, so this does not flake,
+    // and it still tells 30 % from none and from all.
     assert!(
-        (0.1..=0.55).contains(&l),
+        (0.05..=0.65).contains(&l),
         "loss to the lossy node {l} not ~0.3: {r:?}"
     );
     let r = rounds_since(ns, observer, &name(lossy), &v6(lossy), since);
