@@ -109,6 +109,65 @@ fn comment(why: &str) -> String {
     }
 }
 
+/// Which way a chain sees the namespace's traffic.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    /// INPUT: packets from the peer (`-i`, `-s`).
+    In,
+    /// OUTPUT: packets to the peer (`-o`, `-d`).
+    Out,
+}
+
+/// Appends `chain`'s rules: loopback, IPv6 neighbour discovery (when there are exceptions), each
+/// exception as seen in `dir`, then DROP. For a port exception the connection the peer opens
+/// (to `--dport` on the way in) is NEW on the way in and its replies ESTABLISHED on the way out;
+/// an `outbound` exception also lets the namespace open connections to the peer, mirrored.
+fn exceptions_then_drop(out: &mut String, chain: &str, dir: Dir, ipv6: bool, mine: &[&Exception]) {
+    let (dev, peer) = match dir {
+        Dir::In => ("-i", "-s"),
+        Dir::Out => ("-o", "-d"),
+    };
+    out.push_str(&format!(
+        "-A {chain} {dev} lo {} -j RETURN\n",
+        comment("loopback")
+    ));
+    if ipv6 && !mine.is_empty() {
+        // Neighbour discovery: without it no IPv6 exception can be reached.
+        for t in ["neighbour-solicitation", "neighbour-advertisement"] {
+            out.push_str(&format!(
+                "-A {chain} -p ipv6-icmp -m icmp6 --icmpv6-type {t} {} -j RETURN\n",
+                comment("neighbour discovery")
+            ));
+        }
+    }
+    const EST: &str = " -m conntrack --ctstate ESTABLISHED";
+    for e in mine {
+        let c = comment(&e.why);
+        let p = e.peer;
+        let mut rule =
+            |what: String| out.push_str(&format!("-A {chain} {peer} {p}{what} {c} -j RETURN\n"));
+        match (e.port, dir) {
+            // The peer's connection to the port: its packets in, the replies out.
+            (Some(port), Dir::In) => {
+                rule(format!(" -p tcp -m tcp --dport {port}"));
+                if e.outbound {
+                    rule(format!(" -p tcp -m tcp --sport {port}{EST}"));
+                }
+            }
+            (Some(port), Dir::Out) => {
+                rule(format!(" -p tcp -m tcp --sport {port}{EST}"));
+                if e.outbound {
+                    rule(format!(" -p tcp -m tcp --dport {port}"));
+                }
+            }
+            (None, _) if e.outbound => rule(String::new()),
+            (None, Dir::In) => rule(" -m conntrack --ctstate NEW,ESTABLISHED".to_string()),
+            (None, Dir::Out) => rule(EST.to_string()),
+        }
+    }
+    out.push_str(&format!("-A {chain} {} -j DROP\n", comment("")));
+}
+
 /// The `iptables-restore --noflush` payload that isolates, for one family (`ipv6`: the
 /// `ip6tables` one): the three chains created, filled and jumped to first. Only exceptions of
 /// that family are used.
@@ -122,73 +181,8 @@ pub fn isolate_payload(ipv6: bool, exceptions: &[Exception]) -> String {
         out.push_str(&format!(":{chain} - [0:0]\n"));
     }
     let (cin, cout, cfwd) = (CHAINS[0].1, CHAINS[1].1, CHAINS[2].1);
-    out.push_str(&format!(
-        "-A {cin} -i lo {} -j RETURN\n",
-        comment("loopback")
-    ));
-    if ipv6 && !mine.is_empty() {
-        // Neighbour discovery: without it no IPv6 exception can be reached.
-        for t in ["neighbour-solicitation", "neighbour-advertisement"] {
-            out.push_str(&format!(
-                "-A {cin} -p ipv6-icmp -m icmp6 --icmpv6-type {t} {} -j RETURN\n",
-                comment("neighbour discovery")
-            ));
-        }
-    }
-    for e in &mine {
-        let c = comment(&e.why);
-        let p = e.peer;
-        match e.port {
-            Some(port) => {
-                out.push_str(&format!(
-                    "-A {cin} -s {p} -p tcp -m tcp --dport {port} {c} -j RETURN\n"
-                ));
-                if e.outbound {
-                    out.push_str(&format!(
-                        "-A {cin} -s {p} -p tcp -m tcp --sport {port} -m conntrack --ctstate ESTABLISHED {c} -j RETURN\n"
-                    ));
-                }
-            }
-            None if e.outbound => out.push_str(&format!("-A {cin} -s {p} {c} -j RETURN\n")),
-            None => out.push_str(&format!(
-                "-A {cin} -s {p} -m conntrack --ctstate NEW,ESTABLISHED {c} -j RETURN\n"
-            )),
-        }
-    }
-    out.push_str(&format!("-A {cin} {} -j DROP\n", comment("")));
-    out.push_str(&format!(
-        "-A {cout} -o lo {} -j RETURN\n",
-        comment("loopback")
-    ));
-    if ipv6 && !mine.is_empty() {
-        for t in ["neighbour-solicitation", "neighbour-advertisement"] {
-            out.push_str(&format!(
-                "-A {cout} -p ipv6-icmp -m icmp6 --icmpv6-type {t} {} -j RETURN\n",
-                comment("neighbour discovery")
-            ));
-        }
-    }
-    for e in &mine {
-        let c = comment(&e.why);
-        let p = e.peer;
-        match e.port {
-            Some(port) => {
-                out.push_str(&format!(
-                    "-A {cout} -d {p} -p tcp -m tcp --sport {port} -m conntrack --ctstate ESTABLISHED {c} -j RETURN\n"
-                ));
-                if e.outbound {
-                    out.push_str(&format!(
-                        "-A {cout} -d {p} -p tcp -m tcp --dport {port} {c} -j RETURN\n"
-                    ));
-                }
-            }
-            None if e.outbound => out.push_str(&format!("-A {cout} -d {p} {c} -j RETURN\n")),
-            None => out.push_str(&format!(
-                "-A {cout} -d {p} -m conntrack --ctstate ESTABLISHED {c} -j RETURN\n"
-            )),
-        }
-    }
-    out.push_str(&format!("-A {cout} {} -j DROP\n", comment("")));
+    exceptions_then_drop(&mut out, cin, Dir::In, ipv6, &mine);
+    exceptions_then_drop(&mut out, cout, Dir::Out, ipv6, &mine);
     out.push_str(&format!("-A {cfwd} {} -j DROP\n", comment("")));
     for (builtin, chain) in CHAINS {
         out.push_str(&format!("-I {builtin} 1 {} -j {chain}\n", comment("")));

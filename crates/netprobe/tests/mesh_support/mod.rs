@@ -1,14 +1,19 @@
 //! Helpers of the mesh lab tests: agents killed on drop, HTTP GET inside a namespace, bounded
-//! polling, promtool.
+//! polling; promtool is re-exported from the shared `promtool` module.
 #![allow(dead_code, reason = "each test binary uses a subset")]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lab::Netns;
+
+#[path = "../promtool/mod.rs"]
+mod promtool;
+#[allow(unused_imports, reason = "each test binary uses a subset")]
+pub use promtool::promtool_check;
 
 /// Agents, killed and reaped when dropped (also when an assertion fails).
 pub struct Agents(pub Vec<Child>);
@@ -56,29 +61,6 @@ pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Result<T, Str
         }
         thread::sleep(Duration::from_millis(250));
     }
-}
-
-pub fn promtool_check(metrics: &str) {
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool must be installed (Debian package prometheus); .ci/run installs it");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 pub fn now_ns() -> i64 {
