@@ -1,242 +1,23 @@
 //! `netprobe isolate` / `release` against real kernels and real iptables: a "pod" namespace
-//! serving HTTP (keep-alive) and holding a file, a "node" namespace probing it like the kubelet
-//! (httpGet and tcpSocket), a "client" namespace, and an outbound destination namespace.
-//! Needs root, iproute2, iptables (nft backend) and conntrack: fails, never skips, where they are
-//! missing. Addresses: documentation ranges and loopback, inside the lab's own namespaces only.
+//! serving HTTP (keep-alive) over IPv4 and IPv6 and holding a file, a "node" namespace probing it
+//! like the kubelet (httpGet and tcpSocket), a "client" namespace, and an outbound destination
+//! namespace; plus a Calico-like pod (link-local gateway, address-less node veth).
+//! Needs root, iproute2, iptables (nft and legacy), nft and conntrack: fails, never skips, where
+//! they are missing. Addresses: documentation ranges, fd00::/8 and loopback (and the link-local
+//! 169.254.1.1 only as a next hop, ARP on a lab veth), inside the lab's own namespaces only.
 #![allow(
     clippy::unwrap_used,
     reason = "in a test a panic is the failure report"
 )]
 
 mod diagnose_support;
+mod isolate_support;
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use diagnose_support::*;
+use isolate_support::*;
 use lab::{Netns, Veth};
-
-const POD_NODE: &str = "198.51.100.2:8080";
-const POD_CLIENT: &str = "203.0.113.2:8080";
-const DEST: &str = "192.0.2.1:8080";
-const STEP: Duration = Duration::from_millis(800);
-
-const POD_SPEC: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: app\n    \
-    livenessProbe:\n      httpGet:\n        path: /healthz\n        port: 8080\n      periodSeconds: 10\n      failureThreshold: 3\n    \
-    readinessProbe:\n      tcpSocket:\n        port: 8080\n      periodSeconds: 5\n";
-
-/// Keep-alive HTTP/1.1 server bound inside `ns` (every request gets `200 ok`); bounded: stops
-/// when dropped or after 180 s; each connection is served for at most 60 s.
-struct Server {
-    stop: Arc<AtomicBool>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-fn serve(ns: &Netns, addr: &str) -> Server {
-    let a: SocketAddr = addr.parse().unwrap();
-    let listener = ns
-        .run_in(move || std::net::TcpListener::bind(a))
-        .unwrap()
-        .unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    std::thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(180);
-        while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
-            match listener.accept() {
-                Ok((mut s, _)) => {
-                    std::thread::spawn(move || {
-                        let _ = s.set_nonblocking(false);
-                        let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
-                        let mut buf = [0u8; 4096];
-                        for _ in 0..1000 {
-                            match s.read(&mut buf) {
-                                Ok(n) if n > 0 => {}
-                                _ => return,
-                            }
-                            let r = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-                            if s.write_all(r).is_err() {
-                                return;
-                            }
-                        }
-                    });
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
-            }
-        }
-    });
-    Server { stop }
-}
-
-/// One request on `s`: whether `200` came back within [`STEP`].
-fn request(s: &mut TcpStream) -> bool {
-    let _ = s.set_read_timeout(Some(STEP));
-    if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: pod\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut buf = [0u8; 256];
-    matches!(s.read(&mut buf), Ok(n) if n > 0 && buf[..n].starts_with(b"HTTP/1.1 200"))
-}
-
-/// A TCP connection from inside `ns` (the kubelet's tcpSocket probe), within [`STEP`].
-fn connect(ns: &Netns, addr: &str) -> Option<TcpStream> {
-    let a: SocketAddr = addr.parse().unwrap();
-    ns.run_in(move || TcpStream::connect_timeout(&a, STEP).ok())
-        .unwrap()
-}
-
-/// The kubelet's httpGet probe from `ns`: connect, GET, 200.
-fn http_ok(ns: &Netns, addr: &str) -> bool {
-    connect(ns, addr).is_some_and(|mut s| request(&mut s))
-}
-
-struct Lab {
-    pod: Netns,
-    node: Netns,
-    client: Netns,
-    _dest: Netns,
-    _veths: Vec<Veth>,
-    _servers: Vec<Server>,
-    dir: tempfile::TempDir,
-    /// `nft` or `legacy`: the backend of the pod's own rules.
-    backend: &'static str,
-}
-
-fn lab(prefix: &str) -> Lab {
-    lab_on(prefix, "nft")
-}
-
-fn lab_on(prefix: &str, backend: &'static str) -> Lab {
-    let pod = Netns::new(&format!("{prefix}p")).unwrap();
-    let node = Netns::new(&format!("{prefix}n")).unwrap();
-    let client = Netns::new(&format!("{prefix}c")).unwrap();
-    let dest = Netns::new(&format!("{prefix}d")).unwrap();
-    let veths = vec![
-        Veth::connect(&node, "198.51.100.1/24", &pod, "198.51.100.2/24").unwrap(),
-        Veth::connect(&client, "203.0.113.1/24", &pod, "203.0.113.2/24").unwrap(),
-        Veth::connect(&dest, "192.0.2.1/24", &pod, "192.0.2.2/24").unwrap(),
-    ];
-    pod.ip(&["route", "add", "default", "via", "198.51.100.1"])
-        .unwrap();
-    // The namespace already has rules of its own (nft backend, both families): release must
-    // give them back unchanged.
-    rule(
-        &pod,
-        &format!("iptables-{backend}"),
-        &["-A", "INPUT", "-p", "tcp", "--dport", "9", "-j", "ACCEPT"],
-    );
-    rule(
-        &pod,
-        &format!("ip6tables-{backend}"),
-        &["-A", "OUTPUT", "-p", "udp", "--dport", "9", "-j", "ACCEPT"],
-    );
-    let servers = vec![serve(&pod, "0.0.0.0:8080"), serve(&dest, DEST)];
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("pod.yaml"), POD_SPEC).unwrap();
-    std::fs::write(dir.path().join("evidence.txt"), "left by the attacker").unwrap();
-    let l = Lab {
-        pod,
-        node,
-        client,
-        _dest: dest,
-        _veths: veths,
-        _servers: servers,
-        dir,
-        backend,
-    };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !(http_ok(&l.node, POD_NODE) && http_ok(&l.pod, DEST)) {
-        assert!(
-            Instant::now() < deadline,
-            "lab servers not reachable after 5 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    l
-}
-
-impl Lab {
-    fn path(&self, f: &str) -> String {
-        self.dir.path().join(f).to_str().unwrap().to_string()
-    }
-
-    /// `iptables-B-save` and `ip6tables-B-save` of the pod (B its backend), comments and counters
-    /// aside.
-    fn saved(&self) -> String {
-        let mut out = String::new();
-        for family in ["iptables", "ip6tables"] {
-            let tool = format!("{family}-{}-save", self.backend);
-            let t = self.pod.exec_ok(&[&tool]).unwrap();
-            for l in t.lines().filter(|l| !l.starts_with('#')) {
-                let l = match l.rfind(" [") {
-                    Some(i) if l.starts_with(':') => &l[..i],
-                    _ => l,
-                };
-                out.push_str(l);
-                out.push('\n');
-            }
-        }
-        out
-    }
-
-    /// (node tcpSocket, node httpGet, client, egress, pod loopback).
-    fn flows(&self) -> [bool; 5] {
-        [
-            connect(&self.node, POD_NODE).is_some(),
-            http_ok(&self.node, POD_NODE),
-            http_ok(&self.client, POD_CLIENT),
-            http_ok(&self.pod, DEST),
-            http_ok(&self.pod, "127.0.0.1:8080"),
-        ]
-    }
-
-    fn np(&self, args: &[&str]) -> std::process::Output {
-        let db = self.path("history.db");
-        let mut a = args.to_vec();
-        if matches!(a[0], "isolate" | "release") && !a.contains(&"--dry-run") {
-            a.extend(["--db", db.as_str()]);
-        }
-        netprobe(&a)
-    }
-}
-
-fn ok(o: &std::process::Output) -> String {
-    assert_eq!(
-        code(o),
-        0,
-        "stdout {} stderr {}",
-        text(&o.stdout),
-        text(&o.stderr)
-    );
-    text(&o.stdout)
-}
-
-fn isolations(db: &str) -> Vec<store::IsolationRecord> {
-    use store::Store as _;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let s = store::SqliteStore::open(std::path::Path::new(db))
-            .await
-            .unwrap();
-        let r = s.isolations(100).await.unwrap();
-        s.close().await;
-        r
-    })
-}
 
 /// Without `--keep-probes`: the probes fail, the client and egress are blocked, an established
 /// connection is cut, diagnose says isolation-drop-all and that it is netprobe's; release gives
@@ -246,8 +27,11 @@ fn isolate_cuts_everything_and_release_restores_exactly() {
     let l = lab("iso1");
     let before = l.saved();
     assert_eq!(l.flows(), [true; 5]);
+    assert_eq!(l.flows6(), [true; 4]);
     let mut established = connect(&l.client, POD_CLIENT).unwrap();
     assert!(request(&mut established));
+    let mut established6 = connect(&l.client, POD_CLIENT6).unwrap();
+    assert!(request(&mut established6));
     let spec = l.path("pod.yaml");
 
     // --dry-run: the report, and nothing changes.
@@ -292,11 +76,16 @@ fn isolate_cuts_everything_and_release_restores_exactly() {
             .contains("-A INPUT -m comment --comment \"netprobe isolate\" -j NETPROBE-ISOLATE-IN"),
         "{isolated}"
     );
-    // Probes, client and egress blocked; loopback inside the pod kept.
+    // Probes, client and egress blocked, both families; loopback inside the pod kept.
     assert_eq!(l.flows(), [false, false, false, false, true]);
+    assert_eq!(l.flows6(), [false; 4]);
     assert!(
         !request(&mut established),
         "an established connection survived"
+    );
+    assert!(
+        !request(&mut established6),
+        "an established IPv6 connection survived"
     );
     // The evidence is untouched (no kubelet here, but nothing of netprobe's deletes it either).
     assert!(std::path::Path::new(&l.path("evidence.txt")).exists());
@@ -327,8 +116,11 @@ fn isolate_cuts_everything_and_release_restores_exactly() {
 
     let out = ok(&l.np(&["release", "--netns", l.pod.name(), "--reason", "done"]));
     assert!(out.contains("released"), "{out}");
+    // The filter tables existed before: nothing about tables to say.
+    assert!(!out.contains("filter table"), "{out}");
     assert_eq!(l.saved(), before);
     assert_eq!(l.flows(), [true; 5]);
+    assert_eq!(l.flows6(), [true; 4]);
     let o = l.np(&["release", "--netns", l.pod.name()]);
     assert_eq!(code(&o), 2);
     assert!(
@@ -352,32 +144,65 @@ fn isolate_cuts_everything_and_release_restores_exactly() {
     assert!(recs[1].who.contains("uid"));
 }
 
-/// `--keep-probes`: the kubelet's probes from the node (found from the default route) keep
-/// passing; the client, egress, other node traffic and established connections are cut.
+/// `--keep-probes` with netprobe running in the node's namespace (as the kubelet does): the probe
+/// sources are the node's addresses the node picks for the pod's (IPv4 and IPv6, `ip route get`);
+/// the kubelet's probes keep passing over both families; the client, egress, other node traffic
+/// and established connections are cut. Run from a namespace with no route to the pod, the
+/// gateways of the pod's default routes stand in, and the report says why.
 #[test]
 fn keep_probes_keeps_the_kubelet_and_nothing_else() {
     let l = lab("iso2");
     let before = l.saved();
     let _other = serve(&l.pod, "0.0.0.0:8081");
+    let _other6 = serve(&l.pod, "[fd00:1::2]:8081");
     let mut established = connect(&l.client, POD_CLIENT).unwrap();
     assert!(request(&mut established));
     let spec = l.path("pod.yaml");
-    let o = l.np(&[
+    let keep = [
         "isolate",
         "--netns",
         l.pod.name(),
         "--pod-spec",
         &spec,
         "--keep-probes",
-    ]);
-    let out = ok(&o);
+    ];
+
+    // From a namespace without routes: the default routes' gateways, and why.
+    let nowhere = Netns::new("iso2e").unwrap();
+    let mut dry = keep.to_vec();
+    dry.push("--dry-run");
+    let out = ok(&l.np_in(Some(&nowhere), &dry));
+    for (src, fam, pod) in [
+        ("198.51.100.1", "IPv4", "198.51.100.2"),
+        ("fd00:1::1", "IPv6", "fd00:1::2"),
+    ] {
+        let want = format!(
+            "probe source {src}: the gateway of the pod's {fam} default route, because this namespace \
+             has no route to the pod's {pod}"
+        );
+        assert!(out.contains(&want), "{want} not in {out}");
+    }
+    assert_eq!(l.saved(), before);
+
+    let out = ok(&l.np_in(Some(&l.node), &keep));
     assert!(out.contains("restart: none"), "{out}");
     assert!(!out.contains("fails after"), "{out}");
-    assert!(out.contains("probe source 198.51.100.1"), "{out}");
+    for (src, pod) in [("198.51.100.1", "198.51.100.2"), ("fd00:1::1", "fd00:1::2")] {
+        let want = format!(
+            "probe source {src}: the source address this network namespace (where netprobe runs; the \
+             kubelet probes from the node's) picks for the pod's {pod} (`ip route get {pod}`: dev lab"
+        );
+        assert!(out.contains(&want), "{want} not in {out}");
+    }
     assert_eq!(l.flows(), [true, true, false, false, true]);
+    assert_eq!(l.flows6(), [true, true, false, false]);
     assert!(
         connect(&l.node, "198.51.100.2:8081").is_none(),
         "another port from the node passed"
+    );
+    assert!(
+        connect(&l.node, "[fd00:1::2]:8081").is_none(),
+        "another IPv6 port from the node passed"
     );
     assert!(
         !request(&mut established),
@@ -386,6 +211,7 @@ fn keep_probes_keeps_the_kubelet_and_nothing_else() {
     ok(&l.np(&["release", "--netns", l.pod.name()]));
     assert_eq!(l.saved(), before);
     assert_eq!(l.flows(), [true; 5]);
+    assert_eq!(l.flows6(), [true; 4]);
 }
 
 /// Bad input: a clear message, exit 2, and the namespace untouched.
@@ -460,6 +286,23 @@ fn bad_input_leaves_nothing_behind() {
                 "give --db PATH or -c CONFIG",
             ),
             (
+                s(&[
+                    "isolate",
+                    "--netns",
+                    l.pod.name(),
+                    "--pod-spec",
+                    &l.path("pod.yaml"),
+                    "--keep-probes",
+                    "--probe-source",
+                    "198.51.100.1",
+                    "--probe-source",
+                    "198.51.100.3",
+                    "--db",
+                    &db,
+                ]),
+                "give at most one IPv4 and one IPv6 address",
+            ),
+            (
                 s(&["release", "--netns", l.pod.name(), "--db", &db]),
                 "not isolated by netprobe",
             ),
@@ -481,7 +324,7 @@ fn bad_input_leaves_nothing_behind() {
 /// else, and release restores the legacy ruleset exactly.
 #[test]
 fn legacy_backend_by_pid_with_an_allowed_destination() {
-    let l = lab_on("iso4", "legacy");
+    let l = lab_on("iso4", "legacy", true);
     let before = l.saved();
     let nft_before = l.pod.exec_ok(&["iptables-nft-save"]).unwrap();
     let sleeper = l.pod.spawn(&["sleep", "120"]).unwrap();
@@ -559,4 +402,234 @@ fn mock_ip6tables_failure_rolls_the_ipv4_rules_back() {
     assert_eq!(l.saved(), before);
     assert_eq!(l.flows(), [true; 5]);
     assert!(isolations(&db).is_empty());
+}
+
+/// A fresh pod namespace with no filter table (nft, the host's default here), isolated keeping
+/// the probes of two explicit sources, one per family: isolate creates the tables and marks them,
+/// and release deletes them: `iptables-save`, `ip6tables-save` and `nft list ruleset` print
+/// nothing, as before. Both families' probes pass while isolated, nothing else does.
+#[test]
+fn release_deletes_the_nft_filter_tables_isolate_created() {
+    let l = lab_on("iso6", "nft", false);
+    let before = l.saved();
+    assert_eq!(before, "", "the fresh pod has tables");
+    assert_eq!(l.pod.exec_ok(&["nft", "list", "ruleset"]).unwrap(), "");
+    let spec = l.path("pod.yaml");
+    let out = ok(&l.np(&[
+        "isolate",
+        "--netns",
+        l.pod.name(),
+        "--pod-spec",
+        &spec,
+        "--keep-probes",
+        "--probe-source",
+        "198.51.100.1",
+        "--probe-source",
+        "fd00:1::1",
+    ]));
+    for fam in ["IPv4", "IPv6"] {
+        let want = format!(
+            "note: the namespace has no {fam} filter table: isolating creates it (marked by the empty \
+             chain NETPROBE-ISOLATE-NEW-TABLE), and release deletes it again"
+        );
+        assert!(out.contains(&want), "{want} not in {out}");
+    }
+    assert!(
+        out.contains("probe source fd00:1::1: --probe-source"),
+        "{out}"
+    );
+    let isolated = l.saved();
+    assert_eq!(
+        isolated.matches(":NETPROBE-ISOLATE-NEW-TABLE -").count(),
+        2,
+        "{isolated}"
+    );
+    assert_eq!(l.flows(), [true, true, false, false, true]);
+    assert_eq!(l.flows6(), [true, true, false, false]);
+
+    let out = ok(&l.np(&["release", "--netns", l.pod.name()]));
+    for (fam, nft) in [("IPv4", "ip"), ("IPv6", "ip6")] {
+        let want = format!(
+            "note: deleted the {fam} filter table: the isolation had created it and it held nothing else \
+             (`nft delete table {nft} filter`)"
+        );
+        assert!(out.contains(&want), "{want} not in {out}");
+    }
+    assert_eq!(l.saved(), before);
+    assert_eq!(l.pod.exec_ok(&["nft", "list", "ruleset"]).unwrap(), "");
+    assert_eq!(l.flows(), [true; 5]);
+    assert_eq!(l.flows6(), [true; 4]);
+}
+
+/// A fresh pod namespace with no filter table, on a host whose `iptables` is legacy (a directory
+/// first in netprobe's `PATH` holds `iptables` → `xtables-legacy-multi`, as
+/// `update-alternatives --set iptables iptables-legacy` would): x_tables cannot unload the filter
+/// table isolate loaded, so after release `iptables-legacy-save` and `ip6tables-legacy-save` each
+/// print exactly an empty filter table with ACCEPT policies, where they printed nothing before,
+/// and the release says so. Nothing appears in nf_tables.
+#[test]
+fn legacy_release_leaves_exactly_an_empty_filter_table_where_there_was_none() {
+    use std::os::unix::fs::symlink;
+    let l = lab_on("iso7", "legacy", false);
+    let before = l.saved();
+    assert_eq!(before, "", "the fresh pod has tables");
+    let multi = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("iptables-legacy"))
+        .find(|p| p.exists())
+        .expect("iptables-legacy is not in PATH");
+    let multi = std::fs::canonicalize(multi).unwrap();
+    let bin = l.dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    symlink(&multi, bin.join("iptables")).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |args: &[&str]| {
+        let mut cmd = l.np_command(None, args);
+        cmd.env("PATH", &path).env("NETPROBE_LOG", "warn");
+        lab::run_bounded(cmd, RUN_LIMIT).unwrap()
+    };
+    let o = run(&["isolate", "--netns", l.pod.name(), "--json"]);
+    let doc = json(&o);
+    assert_eq!(code(&o), 0, "{doc:#} {}", text(&o.stderr));
+    assert_eq!(doc["backend"], "legacy", "{doc:#}");
+    assert_eq!(
+        doc["new_tables"],
+        serde_json::json!(["ipv4", "ipv6"]),
+        "{doc:#}"
+    );
+    assert_eq!(l.flows(), [false, false, false, false, true]);
+    assert_eq!(l.flows6(), [false; 4]);
+
+    let out = ok(&run(&["release", "--netns", l.pod.name()]));
+    for (fam, save) in [
+        ("IPv4", "iptables-legacy-save"),
+        ("IPv6", "ip6tables-legacy-save"),
+    ] {
+        let want = format!(
+            "note: the {fam} filter table did not exist before the isolation, and iptables-legacy \
+             (x_tables) cannot unload a table once loaded: it stays, empty, with ACCEPT policies; {save} \
+             prints it as `*filter` and three `ACCEPT` policy lines, which it did not before"
+        );
+        assert!(out.contains(&want), "{want} not in {out}");
+    }
+    // The only difference from before: the empty table, per family.
+    assert_eq!(l.saved(), format!("{before}{EMPTY_FILTER}{EMPTY_FILTER}"));
+    assert_eq!(l.pod.exec_ok(&["nft", "list", "ruleset"]).unwrap(), "");
+    assert_eq!(l.flows(), [true; 5]);
+    assert_eq!(l.flows6(), [true; 4]);
+}
+
+/// A Calico-like pod: its only interface has a /32 and a default route via the link-local
+/// 169.254.1.1 (onlink); the node's end of the veth has no address and answers ARP by proxy; the
+/// node routes the pod's /32 over that veth and has its own address on another interface, towards
+/// an upstream namespace that reaches the pod through the node. netprobe runs in the node's
+/// namespace: the probe source is the node's own address (what the kubelet's probes come from),
+/// never the pod's gateway; the probes pass, the node's other connections and the forwarded
+/// client do not. From a namespace with no route to the pod the link-local gateway is refused.
+#[test]
+fn calico_like_pod_probe_source_is_the_nodes_own_address() {
+    let pod = Netns::new("iso8p").unwrap();
+    let node = Netns::new("iso8n").unwrap();
+    let up = Netns::new("iso8u").unwrap();
+    let cali = Veth::connect_multi(&node, &[], &pod, &["198.51.100.10/32"]).unwrap();
+    let _uplink = Veth::connect(&node, "203.0.113.5/24", &up, "203.0.113.1/24").unwrap();
+    let (cali_node, cali_pod) = (cali.a_name(), cali.b_name());
+    pod.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        "169.254.1.1",
+        "dev",
+        cali_pod,
+        "onlink",
+    ])
+    .unwrap();
+    node.ip(&["route", "add", "198.51.100.10/32", "dev", cali_node])
+        .unwrap();
+    node.ip(&["route", "add", "default", "via", "203.0.113.1"])
+        .unwrap();
+    node.sysctl(&format!("net.ipv4.conf.{cali_node}.proxy_arp"), "1")
+        .unwrap();
+    node.sysctl("net.ipv4.ip_forward", "1").unwrap();
+    up.ip(&["route", "add", "198.51.100.10/32", "via", "203.0.113.5"])
+        .unwrap();
+    let _servers = [serve(&pod, "0.0.0.0:8080"), serve(&pod, "0.0.0.0:8081")];
+    const POD: &str = "198.51.100.10:8080";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !(http_ok(&node, POD) && http_ok(&up, POD)) {
+        assert!(
+            Instant::now() < deadline,
+            "Calico-like pod not reachable after 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("pod.yaml");
+    std::fs::write(&spec, POD_SPEC).unwrap();
+    let spec = spec.to_str().unwrap();
+    let db = dir.path().join("history.db");
+    let db = db.to_str().unwrap();
+    let before = save_of(&pod, "iptables-nft-save") + &save_of(&pod, "ip6tables-nft-save");
+    let np_in = |ns: &Netns, args: &[&str]| {
+        let mut a = vec![BIN];
+        a.extend_from_slice(args);
+        in_ns(ns, &a)
+    };
+    let keep = [
+        "isolate",
+        "--netns",
+        pod.name(),
+        "--pod-spec",
+        spec,
+        "--keep-probes",
+        "--db",
+        db,
+    ];
+
+    // Where there is no route to the pod, only the pod's gateway is left, and it is link-local.
+    let nowhere = Netns::new("iso8e").unwrap();
+    let o = np_in(&nowhere, &keep);
+    assert_eq!(code(&o), 2, "{}{}", text(&o.stdout), text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("this namespace has no route to the pod's 198.51.100.10")
+            && err.contains("the pod's default route goes via the link-local 169.254.1.1")
+            && err.contains("give --probe-source ADDR"),
+        "{err}"
+    );
+
+    let o = np_in(&node, &keep);
+    let out = ok(&o);
+    let want = format!(
+        "note: probe source 203.0.113.5: the source address this network namespace (where netprobe runs; \
+         the kubelet probes from the node's) picks for the pod's 198.51.100.10 (`ip route get \
+         198.51.100.10`: dev {cali_node})"
+    );
+    assert!(out.contains(&want), "{want} not in {out}");
+    // One family only: the pod has no routable IPv6 address.
+    assert_eq!(out.matches("note: probe source").count(), 1, "{out}");
+    assert!(!out.contains("probe source 169.254.1.1"), "{out}");
+    assert!(http_ok(&node, POD), "the kubelet's httpGet probe failed");
+    assert!(
+        connect(&node, POD).is_some(),
+        "the kubelet's tcpSocket probe failed"
+    );
+    assert!(
+        connect(&node, "198.51.100.10:8081").is_none(),
+        "another port from the node passed"
+    );
+    assert!(!http_ok(&up, POD), "the forwarded client passed");
+
+    let o = np_in(&node, &["release", "--netns", pod.name(), "--db", db]);
+    ok(&o);
+    let after = save_of(&pod, "iptables-nft-save") + &save_of(&pod, "ip6tables-nft-save");
+    assert_eq!(after, before);
+    assert!(http_ok(&node, POD) && http_ok(&up, POD));
+    assert!(connect(&node, "198.51.100.10:8081").is_some());
 }

@@ -207,7 +207,10 @@ pub fn collect(
     })
 }
 
-fn route_get(query: RouteQuery) -> RouteLookup {
+/// Asks the kernel of the calling thread's network namespace one [`RouteQuery`]
+/// (`ip -j route get TO [from FROM]`). Never fails: a missing `ip` or an unreachable destination
+/// is in the [`Capture`], and then `route` is `None`.
+pub fn route_get(query: RouteQuery) -> RouteLookup {
     let to = query.to.to_string();
     let from = query.from.map(|f| f.to_string());
     let mut argv = vec!["ip", "-j", "route", "get", to.as_str()];

@@ -1,13 +1,15 @@
-//! Kernel-facing part of isolation: reading the target namespace's rules and default route, and
-//! applying `iptables-restore --noflush` payloads there (with `setns(2)` on a dedicated thread,
-//! [`crate::collect::run_in`]), then flushing its conntrack table.
+//! Kernel-facing part of isolation: reading the target namespace's rules, addresses and default
+//! routes, and applying `iptables-restore --noflush` payloads there (with `setns(2)` on a
+//! dedicated thread, [`crate::collect::run_in`]), then flushing its conntrack table; on release,
+//! deleting a filter table the isolation created (nf_tables only).
 
-use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use super::rules;
+use super::source::DefaultRoute;
+use crate::collect::ip::{self, Addr};
 use crate::collect::{
     Capture, CaptureStatus, NetnsError, NetnsTarget, TOOL_TIMEOUT, capture, run_in,
 };
@@ -55,9 +57,10 @@ impl IptBackend {
 pub struct NsState {
     /// `(backend, ipv6, save output)` for the four `*-save` tools.
     pub saves: Vec<(IptBackend, bool, Capture)>,
-    /// Gateway of the IPv4 default route, else of the IPv6 one (where the kubelet's probes come from
-    /// when the node is the pod's gateway).
-    pub default_gateway: Option<IpAddr>,
+    /// The namespace's addresses (`ip -j addr show`; empty if it failed).
+    pub addrs: Vec<Addr>,
+    /// Its default routes, IPv4 first (`ip -j route show default`, both families).
+    pub default_routes: Vec<DefaultRoute>,
     /// The backend `iptables -V` names (the host's default), if it ran.
     pub default_backend: Option<IptBackend>,
 }
@@ -104,6 +107,17 @@ impl NsState {
         }
     }
 
+    /// Whether `backend` has no filter table for the family yet: isolating creates it (and marks
+    /// it, [`rules::NEW_TABLE_MARKER`]).
+    pub fn lacks_filter_table(&self, backend: IptBackend, ipv6: bool) -> bool {
+        !rules::has_filter_table(self.text(backend, ipv6))
+    }
+
+    /// Whether the isolation in `backend` created the family's filter table (the marker chain).
+    pub fn created_table(&self, backend: IptBackend, ipv6: bool) -> bool {
+        rules::created_table(self.text(backend, ipv6))
+    }
+
     /// The save text of `backend` for both families, for before/after comparisons.
     pub fn save_text(&self, backend: IptBackend) -> (String, String) {
         (
@@ -113,20 +127,34 @@ impl NsState {
     }
 }
 
-fn default_gateway(ipv6: bool) -> Option<IpAddr> {
+/// The default routes of one family (`ip [-6] -j route show default`); none when it fails.
+fn default_routes(ipv6: bool) -> Vec<DefaultRoute> {
     let argv: &[&str] = if ipv6 {
         &["ip", "-6", "-j", "route", "show", "default"]
     } else {
         &["ip", "-j", "route", "show", "default"]
     };
     let c = capture(argv, TOOL_TIMEOUT);
-    let v: serde_json::Value = serde_json::from_str(c.ok_stdout()?).ok()?;
-    v.as_array()?
-        .iter()
-        .find_map(|r| r.get("gateway")?.as_str()?.parse().ok())
+    let Some(v) = c
+        .ok_stdout()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+    else {
+        return Vec::new();
+    };
+    let text = |r: &serde_json::Value, k: &str| r.get(k)?.as_str().map(str::to_string);
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| DefaultRoute {
+            ipv6,
+            gateway: text(r, "gateway").and_then(|g| g.parse().ok()),
+            dev: text(r, "dev"),
+        })
+        .collect()
 }
 
-/// Reads the four `*-save` outputs, the default route's gateway and `iptables -V` inside `target`.
+/// Reads the four `*-save` outputs, the addresses, the default routes and `iptables -V` inside
+/// `target`.
 pub fn read_state(target: &NetnsTarget) -> Result<NsState, NetnsError> {
     run_in(target, || {
         let mut saves = Vec::new();
@@ -145,9 +173,16 @@ pub fn read_state(target: &NetnsTarget) -> Result<NsState, NetnsError> {
                 None
             }
         });
+        let addrs = capture(&["ip", "-j", "addr", "show"], TOOL_TIMEOUT)
+            .ok_stdout()
+            .and_then(|t| ip::parse_addrs(t).ok())
+            .unwrap_or_default();
+        let mut routes = default_routes(false);
+        routes.extend(default_routes(true));
         NsState {
             saves,
-            default_gateway: default_gateway(false).or_else(|| default_gateway(true)),
+            addrs,
+            default_routes: routes,
             default_backend,
         }
     })
@@ -215,42 +250,143 @@ fn restore(program: &str, payload: &str) -> Result<(), ApplyError> {
     }
 }
 
-/// Applies `payloads` (`(ipv6, text)`, in order) with `backend`'s restore programs inside
-/// `target`, each atomically; if one fails, the ones already applied are undone with `undo`'s
-/// payload. Then, when `flush_conntrack`, runs `conntrack -F` for both families there and returns
-/// what it said (a missing `conntrack` is reported, not an error: the DROP rules match
-/// established flows anyway).
-pub fn apply(
+/// One family's isolation, as [`isolate`] applies it.
+#[derive(Debug, Clone)]
+pub struct FamilyPlan {
+    /// The `ip6tables` family.
+    pub ipv6: bool,
+    /// [`rules::isolate_payload`].
+    pub payload: String,
+    /// Whether the family has no filter table yet (the payload creates and marks it).
+    pub new_table: bool,
+}
+
+/// One family to release, as [`release`] takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FamilyRelease {
+    /// The `ip6tables` family.
+    pub ipv6: bool,
+    /// Whether the isolation created the family's filter table (it carries
+    /// [`rules::NEW_TABLE_MARKER`]).
+    pub created_table: bool,
+}
+
+/// Applies `plans` (in order) with `backend`'s restore programs inside `target`, each atomically;
+/// if one fails, the families already applied are released again ([`release`]'s steps, table
+/// included). Then runs `conntrack -F` for both families there and returns what it said (a
+/// missing `conntrack` is reported, not an error: the DROP rules match established flows anyway).
+pub fn isolate(
     target: &NetnsTarget,
     backend: IptBackend,
-    payloads: &[(bool, String)],
-    undo: Option<fn(bool) -> String>,
-    flush_conntrack: bool,
+    plans: &[FamilyPlan],
 ) -> Result<Vec<String>, ApplyError> {
     run_in(target, || {
-        let mut done: Vec<bool> = Vec::new();
-        for (v6, text) in payloads {
-            if let Err(e) = restore(&backend.restore(*v6), text) {
-                if let Some(undo) = undo {
-                    for d in &done {
-                        let _ = restore(&backend.restore(*d), &undo(*d));
-                    }
+        let mut done: Vec<FamilyRelease> = Vec::new();
+        for p in plans {
+            if let Err(e) = restore(&backend.restore(p.ipv6), &p.payload) {
+                for d in &done {
+                    let _ = release_family(backend, *d);
                 }
                 return Err(e);
             }
-            done.push(*v6);
+            done.push(FamilyRelease {
+                ipv6: p.ipv6,
+                created_table: p.new_table,
+            });
         }
         let mut notes = Vec::new();
-        if flush_conntrack {
-            for fam in ["ipv4", "ipv6"] {
-                let c = capture(&["conntrack", "-F", "-f", fam], TOOL_TIMEOUT);
-                let said = c.stderr.lines().next().unwrap_or("").to_string();
-                notes.push(match c.status {
-                    CaptureStatus::Ok => format!("conntrack -F -f {fam}: {said}"),
-                    _ => format!("conntrack -F -f {fam}: {}", c.summary()),
-                });
-            }
+        for fam in ["ipv4", "ipv6"] {
+            let c = capture(&["conntrack", "-F", "-f", fam], TOOL_TIMEOUT);
+            let said = c.stderr.lines().next().unwrap_or("").to_string();
+            notes.push(match c.status {
+                CaptureStatus::Ok => format!("conntrack -F -f {fam}: {said}"),
+                _ => format!("conntrack -F -f {fam}: {}", c.summary()),
+            });
         }
         Ok(notes)
     })?
+}
+
+/// Releases `families` inside `target` in order: each with [`rules::release_payload`] (atomic),
+/// then, where the isolation created the filter table, deletes it again if it is empty (nf_tables;
+/// x_tables cannot unload a table: it stays, empty, and the note says so). Returns what
+/// happened to such tables, for the user. Stops at the first family whose payload fails.
+pub fn release(
+    target: &NetnsTarget,
+    backend: IptBackend,
+    families: &[FamilyRelease],
+) -> Result<Vec<String>, ApplyError> {
+    run_in(target, || {
+        let mut notes = Vec::new();
+        for f in families {
+            notes.extend(release_family(backend, *f)?);
+        }
+        Ok(notes)
+    })?
+}
+
+fn release_family(backend: IptBackend, f: FamilyRelease) -> Result<Option<String>, ApplyError> {
+    restore(
+        &backend.restore(f.ipv6),
+        &rules::release_payload(f.created_table),
+    )?;
+    Ok(f.created_table.then(|| drop_created_table(backend, f.ipv6)))
+}
+
+/// After the release payload, in a family whose filter table the isolation created: with
+/// nf_tables, deletes the table (`nft delete table ip|ip6 filter`) when it holds nothing but the
+/// empty built-in chains at policy accept ([`rules::table_leftovers`]), so `iptables-save` prints
+/// what it printed before; anything else is left in place and named. x_tables cannot unload a
+/// table once a namespace has loaded it (the kernel keeps it registered until the namespace
+/// ends), so with legacy the table stays, empty with ACCEPT policies. Returns the sentence for
+/// the user.
+fn drop_created_table(backend: IptBackend, ipv6: bool) -> String {
+    let fam = if ipv6 { "IPv6" } else { "IPv4" };
+    let save = backend.save(ipv6);
+    if backend == IptBackend::Legacy {
+        return format!(
+            "the {fam} filter table did not exist before the isolation, and iptables-legacy (x_tables) \
+             cannot unload a table once loaded: it stays, empty, with ACCEPT policies; {save} prints \
+             it as `*filter` and three `ACCEPT` policy lines, which it did not before"
+        );
+    }
+    let nft_family = if ipv6 { "ip6" } else { "ip" };
+    let listed = capture(
+        &["nft", "-j", "list", "table", nft_family, "filter"],
+        TOOL_TIMEOUT,
+    );
+    let leftovers = match listed.ok_stdout() {
+        Some(t) => rules::table_leftovers(t),
+        None => Err(format!(
+            "nft -j list table {nft_family} filter: {}",
+            listed.summary()
+        )),
+    };
+    match leftovers {
+        Ok(l) if l.is_empty() => {
+            let d = capture(
+                &["nft", "delete", "table", nft_family, "filter"],
+                TOOL_TIMEOUT,
+            );
+            match d.status {
+                CaptureStatus::Ok => format!(
+                    "deleted the {fam} filter table: the isolation had created it and it held nothing \
+                     else (`nft delete table {nft_family} filter`); {save} prints what it did before"
+                ),
+                _ => format!(
+                    "the {fam} filter table the isolation created could not be deleted \
+                     (nft delete table {nft_family} filter: {}): it stays, empty, with ACCEPT policies",
+                    d.summary()
+                ),
+            }
+        }
+        Ok(l) => format!(
+            "the {fam} filter table was created by the isolation but now also holds {}: left in place",
+            l.join(", ")
+        ),
+        Err(e) => format!(
+            "the {fam} filter table the isolation created was left in place (empty unless \
+             something else added to it): {e}"
+        ),
+    }
 }

@@ -7,6 +7,7 @@
 //! - [`podspec`] (pure): the probes of a Pod manifest.
 //! - [`impact`] (pure): the kubelet's reaction, from its prober semantics.
 //! - [`rules`] (pure): the `iptables-restore --noflush` payloads.
+//! - [`source`] (pure): where the kubelet's probes come from, without `--probe-source`.
 //! - [`apply`] (kernel-facing): reading and changing the namespace's rules, conntrack flush.
 //!
 //! Exit codes: 0 done (or `--dry-run` printed), 1 the rules could not be applied or recorded
@@ -33,44 +34,34 @@ pub mod apply;
 pub mod impact;
 pub mod podspec;
 pub mod rules;
+pub mod source;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use clap::{ArgGroup, Args};
+use clap::Args;
 use serde_json::json;
 use store::{IsolationRecord, SqliteStore, Store};
 
-use crate::collect::NetnsTarget;
+use crate::collect::{NetnsTarget, RouteQuery};
+use apply::{FamilyPlan, FamilyRelease, IptBackend};
 use rules::{Exception, Net};
 
-/// `netprobe isolate` arguments.
+/// The namespace `isolate` and `release` act on.
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("target").required(true).args(["netns", "pid"])))]
-pub struct IsolateArgs {
+#[group(id = "target", required = true, multiple = false)]
+pub struct TargetArgs {
     /// The namespace named `/run/netns/NAME`.
     #[arg(long, value_name = "NAME")]
     pub netns: Option<String>,
     /// The namespace of this process (a container's main pid).
     #[arg(long, value_name = "PID")]
     pub pid: Option<u32>,
-    /// Keep the kubelet's probes (and their replies) from the probe source to the ports of the
-    /// `--pod-spec` probes.
-    #[arg(long, requires = "pod_spec")]
-    pub keep_probes: bool,
-    /// Where the kubelet's probes come from (the node's address); default: the gateway of the
-    /// namespace's default route.
-    #[arg(long, value_name = "ADDR")]
-    pub probe_source: Option<IpAddr>,
-    /// Also keep traffic with CIDR (both ways; with PORT, TCP to that port only); repeatable.
-    #[arg(long, value_name = "CIDR[:PORT]")]
-    pub allow: Vec<String>,
-    /// The Pod manifest (YAML or JSON): its probes drive the impact report and `--keep-probes`.
-    #[arg(long, value_name = "FILE")]
-    pub pod_spec: Option<PathBuf>,
-    /// Print the impact report and the rules; change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
+}
+
+/// Where `isolate` and `release` record what they did, and how they print it.
+#[derive(Debug, Args)]
+pub struct RecordArgs {
     /// Why (recorded in the store).
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
@@ -90,40 +81,54 @@ pub struct IsolateArgs {
     pub config: Option<PathBuf>,
 }
 
-/// `netprobe release` arguments.
+/// `netprobe isolate` arguments.
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("target").required(true).args(["netns", "pid"])))]
-pub struct ReleaseArgs {
-    /// The namespace named `/run/netns/NAME`.
-    #[arg(long, value_name = "NAME")]
-    pub netns: Option<String>,
-    /// The namespace of this process.
-    #[arg(long, value_name = "PID")]
-    pub pid: Option<u32>,
-    /// Why (recorded in the store).
-    #[arg(long, value_name = "TEXT")]
-    pub reason: Option<String>,
-    /// Print the result as JSON.
+pub struct IsolateArgs {
+    /// The namespace.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Keep the kubelet's probes (and their replies) from the probe source to the ports of the
+    /// `--pod-spec` probes.
+    #[arg(long, requires = "pod_spec")]
+    pub keep_probes: bool,
+    /// Where the kubelet's probes come from (the node's address); at most one per family (give
+    /// one IPv4 and one IPv6 address on a dual-stack node). Default: the source address this
+    /// namespace picks for the pod's address (`ip route get POD_IP`), as netprobe runs where the
+    /// kubelet does; else the gateway of the pod's default route.
+    #[arg(long, value_name = "ADDR")]
+    pub probe_source: Vec<IpAddr>,
+    /// Also keep traffic with CIDR (both ways; with PORT, TCP to that port only); repeatable.
+    #[arg(long, value_name = "CIDR[:PORT]")]
+    pub allow: Vec<String>,
+    /// The Pod manifest (YAML or JSON): its probes drive the impact report and `--keep-probes`.
+    #[arg(long, value_name = "FILE")]
+    pub pod_spec: Option<PathBuf>,
+    /// Print the impact report and the rules; change nothing.
     #[arg(long)]
-    pub json: bool,
-    /// Store file to record into (SQLite).
-    #[arg(long, value_name = "PATH")]
-    pub db: Option<PathBuf>,
-    /// Record into the store of this config file (`storage.path`).
-    #[arg(
-        short = 'c',
-        long = "config",
-        value_name = "FILE",
-        conflicts_with = "db"
-    )]
-    pub config: Option<PathBuf>,
+    pub dry_run: bool,
+    /// The record and the output.
+    #[command(flatten)]
+    pub record: RecordArgs,
 }
 
-fn target(netns: &Option<String>, pid: Option<u32>) -> NetnsTarget {
-    match (netns, pid) {
-        (Some(name), _) => NetnsTarget::Named { name: name.clone() },
-        (None, Some(pid)) => NetnsTarget::Pid { pid },
-        (None, None) => NetnsTarget::Current,
+/// `netprobe release` arguments.
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// The namespace.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The record and the output.
+    #[command(flatten)]
+    pub record: RecordArgs,
+}
+
+impl TargetArgs {
+    fn target(&self) -> NetnsTarget {
+        match (&self.netns, self.pid) {
+            (Some(name), _) => NetnsTarget::Named { name: name.clone() },
+            (None, Some(pid)) => NetnsTarget::Pid { pid },
+            (None, None) => NetnsTarget::Current,
+        }
     }
 }
 
@@ -131,10 +136,6 @@ fn now_unix_seconds() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-fn undo_payload(_ipv6: bool) -> String {
-    rules::release_payload()
 }
 
 fn fail(code: u8, msg: impl std::fmt::Display) -> u8 {
@@ -150,16 +151,18 @@ fn who() -> String {
     format!("{name} (uid {uid})")
 }
 
-fn store_path(db: &Option<PathBuf>, config: &Option<PathBuf>) -> Result<PathBuf, String> {
-    match (db, config) {
-        (Some(p), _) => Ok(p.clone()),
-        (None, Some(c)) => crate::config::load(c)
-            .map(|cfg| cfg.storage.path)
-            .map_err(|e| e.to_string()),
-        (None, None) => Err(
-            "give --db PATH or -c CONFIG: every isolation and release is recorded in the store"
-                .to_string(),
-        ),
+impl RecordArgs {
+    fn store_path(&self) -> Result<PathBuf, String> {
+        match (&self.db, &self.config) {
+            (Some(p), _) => Ok(p.clone()),
+            (None, Some(c)) => crate::config::load(c)
+                .map(|cfg| cfg.storage.path)
+                .map_err(|e| e.to_string()),
+            (None, None) => Err(
+                "give --db PATH or -c CONFIG: every isolation and release is recorded in the store"
+                    .to_string(),
+            ),
+        }
     }
 }
 
@@ -169,9 +172,75 @@ async fn open_store(path: &Path) -> Result<SqliteStore, String> {
         .map_err(|e| format!("store {}: {e}", path.display()))
 }
 
+async fn read_state(target: &NetnsTarget) -> Result<apply::NsState, u8> {
+    let t = target.clone();
+    match tokio::task::spawn_blocking(move || apply::read_state(&t)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(fail(2, e)),
+        Err(e) => Err(fail(1, format!("reader thread: {e}"))),
+    }
+}
+
+/// The probe sources for `--keep-probes`: `--probe-source` (at most one per family), else
+/// [`source::find`] with this namespace's route lookups. Errors: the message for exit 2.
+async fn probe_sources(
+    given: &[IpAddr],
+    state: &apply::NsState,
+    target: &NetnsTarget,
+) -> Result<Vec<source::ProbeSource>, String> {
+    if !given.is_empty() {
+        for v6 in [false, true] {
+            let fam: Vec<String> = given
+                .iter()
+                .filter(|a| a.is_ipv6() == v6)
+                .map(ToString::to_string)
+                .collect();
+            if fam.len() > 1 {
+                return Err(format!(
+                    "--probe-source: {} {} addresses ({}); the kubelet probes a pod from one node address \
+                     per family: give at most one IPv4 and one IPv6 address",
+                    fam.len(),
+                    if v6 { "IPv6" } else { "IPv4" },
+                    fam.join(", ")
+                ));
+            }
+        }
+        return Ok(given
+            .iter()
+            .map(|a| source::ProbeSource {
+                addr: *a,
+                how: "--probe-source".to_string(),
+            })
+            .collect());
+    }
+    // The lookups run in this process's namespace, where the kubelet runs too: a blocking
+    // thread that never entered the target's.
+    let (addrs, defaults) = (state.addrs.clone(), state.default_routes.clone());
+    let found = tokio::task::spawn_blocking(move || {
+        source::find(&addrs, &defaults, &mut |to| {
+            let l = crate::collect::route_get(RouteQuery { to, from: None });
+            l.route.ok_or_else(|| l.capture.summary())
+        })
+    })
+    .await
+    .map_err(|e| format!("route lookup thread: {e}"))?;
+    if found.sources.is_empty() {
+        let why = if found.missing.is_empty() {
+            format!("the {} has no routable address", target.describe())
+        } else {
+            found.missing.join("; ")
+        };
+        return Err(format!(
+            "--keep-probes: cannot tell where the kubelet's probes come from: {why}; give --probe-source ADDR \
+             (the node's address)"
+        ));
+    }
+    Ok(found.sources)
+}
+
 /// `netprobe isolate`: returns the exit code.
 pub async fn run_isolate(args: IsolateArgs) -> u8 {
-    let target = target(&args.netns, args.pid);
+    let target = args.target.target();
     // Everything that can be wrong with the input is checked before the namespace is touched.
     let pod = match &args.pod_spec {
         None => None,
@@ -197,7 +266,7 @@ pub async fn run_isolate(args: IsolateArgs) -> u8 {
     let store = if args.dry_run {
         None
     } else {
-        let path = match store_path(&args.db, &args.config) {
+        let path = match args.record.store_path() {
             Ok(p) => p,
             Err(e) => return fail(2, e),
         };
@@ -206,15 +275,9 @@ pub async fn run_isolate(args: IsolateArgs) -> u8 {
             Err(e) => return fail(2, e),
         }
     };
-    let state = match tokio::task::spawn_blocking({
-        let t = target.clone();
-        move || apply::read_state(&t)
-    })
-    .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return fail(2, e),
-        Err(e) => return fail(1, format!("reader thread: {e}")),
+    let state = match read_state(&target).await {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     if let Some(b) = state.isolated_backend() {
         return fail(
@@ -228,6 +291,7 @@ pub async fn run_isolate(args: IsolateArgs) -> u8 {
         );
     }
     let mut notes = Vec::new();
+    let mut sources = Vec::new();
     if args.keep_probes {
         let Some(pod) = &pod else {
             return fail(2, "--keep-probes needs --pod-spec");
@@ -245,52 +309,65 @@ pub async fn run_isolate(args: IsolateArgs) -> u8 {
                 ),
             );
         }
-        let source = match (args.probe_source, state.default_gateway) {
-            (Some(s), _) => s,
-            (None, Some(g)) => {
-                notes.push(format!(
-                    "probe source {g}: the gateway of the namespace's default route (give --probe-source \
-                     when the kubelet's node address differs)"
-                ));
-                g
-            }
-            (None, None) => {
-                return fail(
-                    2,
-                    format!(
-                        "--keep-probes: the {} has no default route to take the node's address from; give \
-                         --probe-source ADDR",
-                        target.describe()
-                    ),
-                );
-            }
+        sources = match probe_sources(&args.probe_source, &state, &target).await {
+            Ok(s) => s,
+            Err(e) => return fail(2, e),
         };
-        let prefix = if source.is_ipv4() { 32 } else { 128 };
-        for port in ports {
-            exceptions.push(Exception {
-                peer: Net {
-                    addr: source,
-                    prefix,
-                },
-                port: Some(port),
-                outbound: false,
-                why: "kubelet probe".to_string(),
-            });
+        for s in &sources {
+            notes.push(format!("probe source {}: {}", s.addr, s.how));
+            let prefix = if s.addr.is_ipv4() { 32 } else { 128 };
+            for port in &ports {
+                exceptions.push(Exception {
+                    peer: Net {
+                        addr: s.addr,
+                        prefix,
+                    },
+                    port: Some(*port),
+                    outbound: false,
+                    why: "kubelet probe".to_string(),
+                });
+            }
         }
     }
     let report = pod
         .as_ref()
         .map(|p| impact::predict(p, args.keep_probes, Some(now_unix_seconds())));
     let backend = state.backend();
-    let payloads: Vec<(bool, String)> = [false, true]
+    let plans: Vec<FamilyPlan> = [false, true]
         .into_iter()
-        .map(|v6| (v6, rules::isolate_payload(v6, &exceptions)))
+        .map(|ipv6| {
+            let new_table = state.lacks_filter_table(backend, ipv6);
+            FamilyPlan {
+                ipv6,
+                payload: rules::isolate_payload(ipv6, &exceptions, new_table),
+                new_table,
+            }
+        })
         .collect();
-    let rules_json: serde_json::Map<String, serde_json::Value> = payloads
+    for p in plans.iter().filter(|p| p.new_table) {
+        let fam = if p.ipv6 { "IPv6" } else { "IPv4" };
+        notes.push(match backend {
+            IptBackend::Nft => format!(
+                "the namespace has no {fam} filter table: isolating creates it (marked by the empty chain \
+                 {}), and release deletes it again",
+                rules::NEW_TABLE_MARKER
+            ),
+            IptBackend::Legacy => format!(
+                "the namespace has no {fam} filter table: isolating creates it, and iptables-legacy cannot \
+                 unload it: after release it stays, empty, with ACCEPT policies"
+            ),
+        });
+    }
+    let rules_json: serde_json::Map<String, serde_json::Value> = plans
         .iter()
-        .map(|(v6, p)| (backend.restore(*v6), json!(p)))
+        .map(|p| (backend.restore(p.ipv6), json!(p.payload)))
         .collect();
-    if !args.json {
+    let new_tables: Vec<&str> = plans
+        .iter()
+        .filter(|p| p.new_table)
+        .map(|p| if p.ipv6 { "ipv6" } else { "ipv4" })
+        .collect();
+    if !args.record.json {
         match &report {
             Some(r) => say_raw!("{}", impact::render(r)),
             None => say!("impact on the kubelet's probes: unknown (no --pod-spec)"),
@@ -300,25 +377,26 @@ pub async fn run_isolate(args: IsolateArgs) -> u8 {
         }
     }
     if args.dry_run {
-        if args.json {
+        if args.record.json {
             let doc = json!({"action": "isolate", "dry_run": true, "netns": target.describe(),
                 "backend": backend.name(), "impact": report, "exceptions": exceptions,
-                "rules": rules_json, "notes": notes});
+                "probe_sources": sources, "new_tables": new_tables, "rules": rules_json,
+                "notes": notes});
             say!("{doc:#}");
         } else {
             say!(
                 "dry run: nothing changed; the rules would be (iptables-{}):",
                 backend.name()
             );
-            for (_, p) in &payloads {
-                say_raw!("{p}");
+            for p in &plans {
+                say_raw!("{}", p.payload);
             }
         }
         return 0;
     }
     let applied = tokio::task::spawn_blocking({
-        let (t, p) = (target.clone(), payloads.clone());
-        move || apply::apply(&t, backend, &p, Some(undo_payload), true)
+        let (t, p) = (target.clone(), plans.clone());
+        move || apply::isolate(&t, backend, &p)
     })
     .await;
     let conntrack = match applied {
@@ -332,10 +410,11 @@ pub async fn run_isolate(args: IsolateArgs) -> u8 {
         netns: target.describe(),
         at_ms: store::now_ms(),
         who: who(),
-        reason: args.reason.clone().unwrap_or_default(),
+        reason: args.record.reason.clone().unwrap_or_default(),
         rules: serde_json::Value::Object(rules_json.clone()).into(),
         details: json!({"backend": backend.name(), "keep_probes": args.keep_probes,
-            "exceptions": exceptions, "impact": report, "conntrack": conntrack, "notes": notes})
+            "exceptions": exceptions, "probe_sources": sources, "new_tables": new_tables,
+            "impact": report, "conntrack": conntrack, "notes": notes})
         .into(),
     };
     let id = match store.as_ref().map(|s| s.append_isolation(&record)) {
@@ -344,14 +423,15 @@ pub async fn run_isolate(args: IsolateArgs) -> u8 {
             Err(e) => {
                 // Not recorded → not done: undo, so no unrecorded isolation exists.
                 let t = target.clone();
-                let payloads: Vec<(bool, String)> = [false, true]
-                    .into_iter()
-                    .map(|v6| (v6, rules::release_payload()))
+                let families: Vec<FamilyRelease> = plans
+                    .iter()
+                    .map(|p| FamilyRelease {
+                        ipv6: p.ipv6,
+                        created_table: p.new_table,
+                    })
                     .collect();
-                let _ = tokio::task::spawn_blocking(move || {
-                    apply::apply(&t, backend, &payloads, None, false)
-                })
-                .await;
+                let _ = tokio::task::spawn_blocking(move || apply::release(&t, backend, &families))
+                    .await;
                 return fail(
                     1,
                     format!("cannot record the isolation ({e}); rules removed again"),
@@ -363,10 +443,11 @@ pub async fn run_isolate(args: IsolateArgs) -> u8 {
     if let Some(s) = store {
         s.close().await;
     }
-    if args.json {
+    if args.record.json {
         let doc = json!({"action": "isolate", "dry_run": false, "netns": target.describe(),
             "backend": backend.name(), "impact": report, "exceptions": exceptions,
-            "rules": rules_json, "conntrack": conntrack, "notes": notes, "record_id": id});
+            "probe_sources": sources, "new_tables": new_tables, "rules": rules_json,
+            "conntrack": conntrack, "notes": notes, "record_id": id});
         say!("{doc:#}");
     } else {
         say!(
@@ -380,10 +461,12 @@ pub async fn run_isolate(args: IsolateArgs) -> u8 {
     0
 }
 
-/// `netprobe release`: returns the exit code.
+/// `netprobe release`: returns the exit code. What to remove is read from the namespace's
+/// ruleset itself (netprobe's chains and the [`rules::NEW_TABLE_MARKER`] chain), not from the
+/// store, so a lost store does not prevent a release.
 pub async fn run_release(args: ReleaseArgs) -> u8 {
-    let target = target(&args.netns, args.pid);
-    let path = match store_path(&args.db, &args.config) {
+    let target = args.target.target();
+    let path = match args.record.store_path() {
         Ok(p) => p,
         Err(e) => return fail(2, e),
     };
@@ -391,15 +474,9 @@ pub async fn run_release(args: ReleaseArgs) -> u8 {
         Ok(s) => s,
         Err(e) => return fail(2, e),
     };
-    let state = match tokio::task::spawn_blocking({
-        let t = target.clone();
-        move || apply::read_state(&t)
-    })
-    .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return fail(2, e),
-        Err(e) => return fail(1, format!("reader thread: {e}")),
+    let state = match read_state(&target).await {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     let Some(backend) = state.isolated_backend() else {
         return fail(
@@ -410,34 +487,42 @@ pub async fn run_release(args: ReleaseArgs) -> u8 {
             ),
         );
     };
-    let payloads: Vec<(bool, String)> = state
+    let families: Vec<FamilyRelease> = state
         .isolated_families(backend)
         .into_iter()
-        .map(|v6| (v6, rules::release_payload()))
+        .map(|ipv6| FamilyRelease {
+            ipv6,
+            created_table: state.created_table(backend, ipv6),
+        })
         .collect();
-    let rules_json: serde_json::Map<String, serde_json::Value> = payloads
+    let rules_json: serde_json::Map<String, serde_json::Value> = families
         .iter()
-        .map(|(v6, p)| (backend.restore(*v6), json!(p)))
+        .map(|f| {
+            (
+                backend.restore(f.ipv6),
+                json!(rules::release_payload(f.created_table)),
+            )
+        })
         .collect();
     let applied = tokio::task::spawn_blocking({
-        let (t, p) = (target.clone(), payloads.clone());
-        move || apply::apply(&t, backend, &p, None, false)
+        let (t, f) = (target.clone(), families.clone());
+        move || apply::release(&t, backend, &f)
     })
     .await;
-    match applied {
-        Ok(Ok(_)) => {}
+    let notes = match applied {
+        Ok(Ok(n)) => n,
         Ok(Err(e)) => return fail(1, e),
         Err(e) => return fail(1, format!("apply thread: {e}")),
-    }
+    };
     let record = IsolationRecord {
         id: None,
         action: "release".to_string(),
         netns: target.describe(),
         at_ms: store::now_ms(),
         who: who(),
-        reason: args.reason.clone().unwrap_or_default(),
+        reason: args.record.reason.clone().unwrap_or_default(),
         rules: serde_json::Value::Object(rules_json.clone()).into(),
-        details: json!({"backend": backend.name()}).into(),
+        details: json!({"backend": backend.name(), "families": families, "notes": notes}).into(),
     };
     let id = store.append_isolation(&record).await;
     store.close().await;
@@ -450,9 +535,9 @@ pub async fn run_release(args: ReleaseArgs) -> u8 {
             );
         }
     };
-    if args.json {
+    if args.record.json {
         let doc = json!({"action": "release", "netns": target.describe(), "backend": backend.name(),
-            "rules": rules_json, "record_id": id});
+            "families": families, "rules": rules_json, "notes": notes, "record_id": id});
         say!("{doc:#}");
     } else {
         say!(
@@ -460,6 +545,9 @@ pub async fn run_release(args: ReleaseArgs) -> u8 {
             target.describe(),
             backend.name()
         );
+        for n in &notes {
+            say!("note: {n}");
+        }
     }
     0
 }

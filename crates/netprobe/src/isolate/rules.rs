@@ -10,6 +10,10 @@
 //! Kept flows `RETURN` to the built-in chain rather than `ACCEPT`, so the namespace's own rules
 //! still apply to them: isolation only ever takes access away. Every rule carries the comment
 //! [`COMMENT`], which is how `diagnose` recognises netprobe's own isolation.
+//!
+//! When the family had no filter table before, the payload also creates the empty chain
+//! [`NEW_TABLE_MARKER`]: the ruleset itself then says that isolation created the table, so
+//! `release` can delete it again (nf_tables) without needing the store.
 
 use std::net::IpAddr;
 
@@ -19,6 +23,8 @@ use serde::{Deserialize, Serialize};
 pub const COMMENT: &str = "netprobe isolate";
 /// Prefix of the chains' names.
 pub const CHAIN_PREFIX: &str = "NETPROBE-ISOLATE";
+/// The empty chain that marks a filter table created by the isolation (the family had none before).
+pub const NEW_TABLE_MARKER: &str = "NETPROBE-ISOLATE-NEW-TABLE";
 /// `(built-in chain, netprobe chain)` pairs.
 pub const CHAINS: [(&str, &str); 3] = [
     ("INPUT", "NETPROBE-ISOLATE-IN"),
@@ -169,9 +175,10 @@ fn exceptions_then_drop(out: &mut String, chain: &str, dir: Dir, ipv6: bool, min
 }
 
 /// The `iptables-restore --noflush` payload that isolates, for one family (`ipv6`: the
-/// `ip6tables` one): the three chains created, filled and jumped to first. Only exceptions of
-/// that family are used.
-pub fn isolate_payload(ipv6: bool, exceptions: &[Exception]) -> String {
+/// `ip6tables` one): the three chains created, filled and jumped to first, plus the empty
+/// [`NEW_TABLE_MARKER`] chain when `new_table` (the family has no filter table yet). Only
+/// exceptions of that family are used.
+pub fn isolate_payload(ipv6: bool, exceptions: &[Exception], new_table: bool) -> String {
     let mine: Vec<&Exception> = exceptions
         .iter()
         .filter(|e| e.peer.addr.is_ipv6() == ipv6)
@@ -179,6 +186,9 @@ pub fn isolate_payload(ipv6: bool, exceptions: &[Exception]) -> String {
     let mut out = String::from("*filter\n");
     for (_, chain) in CHAINS {
         out.push_str(&format!(":{chain} - [0:0]\n"));
+    }
+    if new_table {
+        out.push_str(&format!(":{NEW_TABLE_MARKER} - [0:0]\n"));
     }
     let (cin, cout, cfwd) = (CHAINS[0].1, CHAINS[1].1, CHAINS[2].1);
     exceptions_then_drop(&mut out, cin, Dir::In, ipv6, &mine);
@@ -191,17 +201,20 @@ pub fn isolate_payload(ipv6: bool, exceptions: &[Exception]) -> String {
     out
 }
 
-/// The payload that removes exactly what [`isolate_payload`] added: the three jumps, then the
-/// chains (flushed and deleted).
-pub fn release_payload() -> String {
+/// The payload that removes exactly what [`isolate_payload`] added (with the same `new_table`):
+/// the three jumps, then the chains (flushed and deleted). The table itself, when the isolation
+/// created it, is left to [`super::apply`]: `iptables-restore` cannot delete a table.
+pub fn release_payload(new_table: bool) -> String {
     let mut out = String::from("*filter\n");
     for (builtin, chain) in CHAINS {
         out.push_str(&format!("-D {builtin} {} -j {chain}\n", comment("")));
     }
-    for (_, chain) in CHAINS {
+    let marker = new_table.then_some(NEW_TABLE_MARKER);
+    let chains = || CHAINS.iter().map(|(_, c)| *c).chain(marker);
+    for chain in chains() {
         out.push_str(&format!("-F {chain}\n"));
     }
-    for (_, chain) in CHAINS {
+    for chain in chains() {
         out.push_str(&format!("-X {chain}\n"));
     }
     out.push_str("COMMIT\n");
@@ -213,6 +226,56 @@ pub fn is_isolated(save_text: &str) -> bool {
     save_text
         .lines()
         .any(|l| l.starts_with(':') && l[1..].starts_with(CHAIN_PREFIX))
+}
+
+/// Whether an `iptables-save` text has a filter table (`*filter`).
+pub fn has_filter_table(save_text: &str) -> bool {
+    save_text.lines().any(|l| l.trim_end() == "*filter")
+}
+
+/// Whether an `iptables-save` text holds the [`NEW_TABLE_MARKER`] chain: the isolation created
+/// the filter table.
+pub fn created_table(save_text: &str) -> bool {
+    save_text.lines().any(|l| {
+        l.strip_prefix(':')
+            .and_then(|c| c.strip_prefix(NEW_TABLE_MARKER))
+            .is_some_and(|rest| rest.starts_with(' ') || rest.is_empty())
+    })
+}
+
+/// What a filter table holds besides its built-in chains `INPUT`, `FORWARD` and `OUTPUT` with
+/// policy accept, read from `nft -j list table FAMILY filter` (schema: libnftables-json(5)): one
+/// line per other object (rule, chain, a built-in chain's drop policy, set, map, …). Empty when the
+/// table can be deleted without losing anything; an error when the text is not that JSON.
+pub fn table_leftovers(nft_json: &str) -> Result<Vec<String>, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(nft_json).map_err(|e| format!("nft -j output is not JSON: {e}"))?;
+    let items = v
+        .get("nftables")
+        .and_then(serde_json::Value::as_array)
+        .ok_or("nft -j output has no \"nftables\" array")?;
+    let mut out = Vec::new();
+    for item in items {
+        let Some((kind, body)) = item.as_object().and_then(|o| o.iter().next()) else {
+            continue;
+        };
+        let name = body.get("name").and_then(serde_json::Value::as_str);
+        match (kind.as_str(), name) {
+            ("metainfo" | "table", _) => {}
+            ("chain", Some(n @ ("INPUT" | "FORWARD" | "OUTPUT"))) => {
+                let policy = body.get("policy").and_then(serde_json::Value::as_str);
+                if policy != Some("accept") {
+                    out.push(format!("chain {n} policy {}", policy.unwrap_or("?")));
+                }
+            }
+            ("rule", _) => {
+                let chain = body.get("chain").and_then(serde_json::Value::as_str);
+                out.push(format!("a rule in {}", chain.unwrap_or("?")));
+            }
+            (k, n) => out.push(format!("{k} {}", n.unwrap_or("?"))),
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -290,7 +353,7 @@ mod tests {
             outbound: false,
             why: "kubelet probe".into(),
         };
-        let text = as_save(&isolate_payload(false, &[probe]));
+        let text = as_save(&isolate_payload(false, &[probe], false));
         let rs = netfilter::parse_save(&text, &netfilter::ParseOptions::default()).unwrap();
         let rs = std::slice::from_ref(&rs);
         let host = HostModel::default()
@@ -349,7 +412,7 @@ mod tests {
             outbound: false,
             why: "kubelet probe".into(),
         };
-        let p4 = isolate_payload(false, std::slice::from_ref(&probe));
+        let p4 = isolate_payload(false, std::slice::from_ref(&probe), false);
         assert!(
             p4.contains("-A NETPROBE-ISOLATE-IN -s 198.51.100.1/32 -p tcp -m tcp --dport 8080"),
             "{p4}"
@@ -358,12 +421,13 @@ mod tests {
             "-I INPUT 1 -m comment --comment \"netprobe isolate\" -j NETPROBE-ISOLATE-IN"
         ));
         // The v6 payload has no v4 exception and no neighbour discovery.
-        let p6 = isolate_payload(true, &[probe]);
+        let p6 = isolate_payload(true, &[probe], false);
         assert!(
             !p6.contains("198.51.100.1") && !p6.contains("neighbour"),
             "{p6}"
         );
-        let r = release_payload();
+        let r = release_payload(false);
+        assert!(!r.contains(NEW_TABLE_MARKER), "{r}");
         assert!(
             r.contains(
                 "-D OUTPUT -m comment --comment \"netprobe isolate\" -j NETPROBE-ISOLATE-OUT"
@@ -375,5 +439,68 @@ mod tests {
         assert!(!is_isolated(
             ":INPUT ACCEPT [0:0]\n-A INPUT -j NETPROBE-ISOLATE-IN\n"
         ));
+    }
+
+    /// The marker chain comes and goes with `new_table`, and is recognised (as a whole name only).
+    #[test]
+    fn the_new_table_marker() {
+        let p = isolate_payload(false, &[], true);
+        assert!(p.contains(":NETPROBE-ISOLATE-NEW-TABLE - [0:0]\n"), "{p}");
+        assert!(!isolate_payload(false, &[], false).contains(NEW_TABLE_MARKER));
+        let r = release_payload(true);
+        assert!(
+            r.contains("-F NETPROBE-ISOLATE-NEW-TABLE\n")
+                && r.contains("-X NETPROBE-ISOLATE-NEW-TABLE\n"),
+            "{r}"
+        );
+        // Deleted after the jumps and the other chains.
+        assert!(r.find("-X NETPROBE-ISOLATE-FWD") < r.find("-X NETPROBE-ISOLATE-NEW-TABLE"));
+        let save = "*filter\n:INPUT ACCEPT [0:0]\n:NETPROBE-ISOLATE-NEW-TABLE - [0:0]\nCOMMIT\n";
+        assert!(created_table(save) && has_filter_table(save) && is_isolated(save));
+        assert!(!created_table(":NETPROBE-ISOLATE-NEW-TABLEX - [0:0]\n"));
+        assert!(!created_table("*filter\n:INPUT ACCEPT [0:0]\n"));
+        assert!(!has_filter_table(
+            "*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n"
+        ));
+        assert!(!has_filter_table(""));
+    }
+
+    /// `nft -j list table ip filter` as nftables 1.0.6 prints it: a table with only the three
+    /// built-in chains at policy accept has no leftovers; a rule, a drop policy, another chain or
+    /// a set each count.
+    #[test]
+    fn table_leftovers_from_nft_json() {
+        let head = r#"{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"table": {"family": "ip", "name": "filter", "handle": 1}}"#;
+        let chain = |name: &str, hook: &str, policy: &str| {
+            format!(
+                r#"{{"chain": {{"family": "ip", "table": "filter", "name": "{name}", "handle": 1, "type": "filter", "hook": "{hook}", "prio": 0, "policy": "{policy}"}}}}"#
+            )
+        };
+        let doc = |items: &[String]| format!(r#"{{"nftables": [{head}, {}]}}"#, items.join(", "));
+        let base = vec![
+            chain("INPUT", "input", "accept"),
+            chain("FORWARD", "forward", "accept"),
+            chain("OUTPUT", "output", "accept"),
+        ];
+        assert_eq!(table_leftovers(&doc(&base)).unwrap(), Vec::<String>::new());
+        let mut more = base.clone();
+        more[1] = chain("FORWARD", "forward", "drop");
+        more.push(r#"{"rule": {"family": "ip", "table": "filter", "chain": "INPUT", "handle": 2, "expr": [{"accept": null}]}}"#.to_string());
+        more.push(
+            r#"{"chain": {"family": "ip", "table": "filter", "name": "foo", "handle": 3}}"#
+                .to_string(),
+        );
+        more.push(r#"{"set": {"family": "ip", "name": "blocked", "table": "filter", "type": "ipv4_addr", "handle": 4}}"#.to_string());
+        assert_eq!(
+            table_leftovers(&doc(&more)).unwrap(),
+            [
+                "chain FORWARD policy drop",
+                "a rule in INPUT",
+                "chain foo",
+                "set blocked"
+            ]
+        );
+        assert!(table_leftovers("not json").is_err());
+        assert!(table_leftovers("{}").is_err());
     }
 }
