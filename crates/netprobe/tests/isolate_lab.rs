@@ -459,6 +459,29 @@ fn release_deletes_the_nft_filter_tables_isolate_created() {
     assert_eq!(l.pod.exec_ok(&["nft", "list", "ruleset"]).unwrap(), "");
     assert_eq!(l.flows(), [true; 5]);
     assert_eq!(l.flows6(), [true; 4]);
+
+    // Again, and meanwhile something else adds a rule to the IPv4 table: release keeps that table
+    // (with the rule) and says why; the untouched IPv6 table goes.
+    ok(&l.np(&["isolate", "--netns", l.pod.name()]));
+    rule(
+        &l.pod,
+        "iptables-nft",
+        &["-A", "INPUT", "-p", "tcp", "--dport", "9", "-j", "ACCEPT"],
+    );
+    let out = ok(&l.np(&["release", "--netns", l.pod.name()]));
+    assert!(
+        out.contains(
+            "note: the IPv4 filter table was created by the isolation but now also holds a rule in \
+             INPUT: left in place"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("note: deleted the IPv6 filter table"), "{out}");
+    assert_eq!(
+        l.saved(),
+        "*filter\n:INPUT ACCEPT\n:FORWARD ACCEPT\n:OUTPUT ACCEPT\n-A INPUT -p tcp -m tcp --dport 9 -j ACCEPT\nCOMMIT\n"
+    );
+    assert_eq!(l.flows(), [true; 5]);
 }
 
 /// A fresh pod namespace with no filter table, on a host whose `iptables` is legacy (a directory

@@ -339,7 +339,8 @@ fn release_family(backend: IptBackend, f: FamilyRelease) -> Result<Option<String
 /// what it printed before; anything else is left in place and named. x_tables cannot unload a
 /// table once a namespace has loaded it (the kernel keeps it registered until the namespace
 /// ends), so with legacy the table stays, empty with ACCEPT policies. Returns the sentence for
-/// the user.
+/// the user. nft has no conditional delete: a rule added in the milliseconds between the listing
+/// and the delete would go with the table (a pod's own namespace has no such writer).
 fn drop_created_table(backend: IptBackend, ipv6: bool) -> String {
     let fam = if ipv6 { "IPv6" } else { "IPv4" };
     let save = backend.save(ipv6);
