@@ -211,7 +211,7 @@ pub(super) fn run(
     finish(cx, flow)
 }
 
-fn finish(mut cx: Ctx<'_>, flow: Option<FlowSummary>) -> Diagnosis {
+pub(super) fn finish(mut cx: Ctx<'_>, flow: Option<FlowSummary>) -> Diagnosis {
     cx.findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     let conclusion = if cx.has_error() {
         Conclusion::Explained
@@ -229,6 +229,7 @@ fn finish(mut cx: Ctx<'_>, flow: Option<FlowSummary>) -> Diagnosis {
         examined: cx.examined,
         unreadable: cx.unreadable,
         taken_at_unix_ms: cx.snap.taken_at_unix_ms,
+        far_end: None,
     }
 }
 
@@ -540,7 +541,7 @@ fn no_route(cx: &mut Ctx<'_>, evidence: &str) {
     });
 }
 
-fn build_flow(q: &Question, src: IpAddr, origin: Origin) -> Flow {
+pub(super) fn build_flow(q: &Question, src: IpAddr, origin: Origin) -> Flow {
     match (q.protocol, q.dport) {
         (Protocol::Icmp, _) => Flow::echo_request(origin, src, q.dst),
         (Protocol::Tcp, Some(p)) => Flow::tcp(origin, src, q.dst, p),
