@@ -317,6 +317,45 @@ mod tests {
         assert!(far.question.is_none());
     }
 
+    /// In a namespace of its own (198.51.100.7 on a veth): a destination elsewhere (its peer's) is
+    /// refused, two questions within [`SNAPSHOT_REUSE`] share one snapshot, and a question that
+    /// waits behind the gate for longer than [`QUEUE_WAIT`] is busy (paused time).
+    #[test]
+    fn bounded_and_only_for_this_hosts_addresses() {
+        let ns = lab::Netns::new("npfarend").unwrap();
+        let peer = lab::Netns::new("npfarendp").unwrap();
+        let _veth = lab::Veth::connect(&ns, "198.51.100.7/24", &peer, "198.51.100.9/24").unwrap();
+        ns.run_in(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let svc = InboundService::new("n".into());
+                let q = |dst: &str| {
+                    format!(
+                        r#"{{"source": "198.51.100.1", "destination": "{dst}", "protocol": "icmp"}}"#
+                    )
+                };
+                let err = svc.answer(q("198.51.100.9").as_bytes()).await.unwrap_err();
+                assert!(matches!(err, InboundError::NotLocal(..)), "{err}");
+                assert!(err.to_string().contains("its addresses: 198.51.100.7"), "{err}");
+                let err = svc.answer(b"{}").await.unwrap_err();
+                assert!(matches!(err, InboundError::BadRequest(_)), "{err}");
+                let a = svc.answer(q("198.51.100.7").as_bytes()).await.unwrap();
+                let b = svc.answer(q("198.51.100.7").as_bytes()).await.unwrap();
+                assert_eq!(a.node, "n");
+                assert!(a.diagnosis.findings.is_empty(), "{:#?}", a.diagnosis);
+                assert_eq!(a.diagnosis.taken_at_unix_ms, b.diagnosis.taken_at_unix_ms);
+                let _held = svc.gate.lock().await;
+                tokio::time::pause();
+                let err = svc.answer(q("198.51.100.7").as_bytes()).await.unwrap_err();
+                assert!(matches!(err, InboundError::Busy), "{err}");
+            });
+        })
+        .unwrap();
+    }
+
     #[test]
     fn this_hosts_addresses_include_loopback() {
         let mine = local_addresses().unwrap();
