@@ -227,6 +227,13 @@ mesh:
         "the observer claims a drop of its own: {d}"
     );
     assert!(local.contains(&"remote-unreachable"), "{d}");
+    assert!(
+        d["findings"].to_string().contains(&format!(
+            "{} is not an address of this host (its other namespaces were not searched)",
+            ip(ECHO_BLOCKED)
+        )),
+        "the observer looked for the peer among its own namespaces: {d}"
+    );
     let far = &d["far_end"];
     assert_eq!(far["status"], "answered", "{far}");
     assert_eq!(far["node"], name(ECHO_BLOCKED));

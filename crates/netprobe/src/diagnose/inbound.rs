@@ -136,6 +136,7 @@ pub fn diagnose_inbound(snapshot: &Snapshot, q: &InboundQuestion) -> Diagnosis {
         unreadable: snapshot.unreadable(),
         src: Some(src),
         src_reason: None,
+        asked_by: Some(src),
     };
     let state = &snapshot.prober;
     let ns = state.netns.netns.describe();

@@ -399,6 +399,8 @@ fn inbound_echo_dropped_on_input_names_the_rule() {
         f.summary.contains("icmp 198.51.100.1 -> 198.51.100.5"),
         "{f:#?}"
     );
+    let asked = "no probe ran here: 198.51.100.1 asked over the API; judged from this host's state";
+    assert!(f.evidence.iter().any(|e| e == asked), "{f:#?}");
     assert!(
         f.fixes[0]
             .contains("-I INPUT 1 -p icmp --icmp-type echo-request -d 198.51.100.5 -j ACCEPT"),
@@ -482,6 +484,13 @@ fn local_remote_unreachable() -> Diagnosis {
         &Extra::default(),
     );
     assert_eq!(d.ids(), [FindingId::RemoteUnreachable], "{d:#?}");
+    // No namespace search ran (none is asked for a mesh peer): the evidence does not claim one.
+    let not_searched =
+        "198.51.100.9 is not an address of this host (its other namespaces were not searched)";
+    assert!(
+        d.findings[0].evidence.iter().any(|e| e == not_searched),
+        "{d:#?}"
+    );
     d
 }
 
