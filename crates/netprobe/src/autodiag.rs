@@ -14,6 +14,12 @@
 //!   per check).
 //!
 //! `exec` checks have no network flow and are not diagnosed.
+//!
+//! A mesh pair that lost every echo ([`UnhealthyHook::mesh_pair_lost`]) is diagnosed from both
+//! ends: while this host is read, the peer's agent is asked to trace the inbound flow on its own
+//! host ([`crate::farend::ask`]); its answer is attached as the diagnosis's `far_end`
+//! ([`crate::diagnose::attach_far_end`]) and its findings are counted with `end="far"`. The
+//! observer does not search its own host for the peer's namespace (a peer is another node).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,7 +37,8 @@ use crate::check::{CheckSpec, UnhealthyHook};
 use crate::collect::snapshot::{self, SnapshotRequest};
 use crate::collect::{NetnsTarget, RouteQuery};
 use crate::config::DiagnosisConfig;
-use crate::diagnose::{self, Diagnosis, Extra, Protocol, Question};
+use crate::diagnose::{self, Diagnosis, Extra, FarEnd, FarEndStatus, Protocol, Question};
+use crate::farend::FarEndTarget;
 use crate::metrics::{Metrics, SkipReason, conclusion_str};
 
 /// Why [`Limiter::try_start`] refused.
@@ -134,8 +141,13 @@ pub fn question_for(kind: probe::Kind, target: &str) -> Result<Option<Question>,
     Ok(Some(q))
 }
 
-/// Snapshot of the current network namespace for `q`, then the diagnosis. Blocking.
-fn collect_and_diagnose(q: &Question, outcome: &Outcome) -> Result<Diagnosis, String> {
+/// Snapshot of the current network namespace for `q`, then the diagnosis. Blocking. With
+/// `locate_target`, a destination on another namespace of this host is looked for.
+fn collect_and_diagnose(
+    q: &Question,
+    outcome: &Outcome,
+    locate_target: bool,
+) -> Result<Diagnosis, String> {
     let req = SnapshotRequest {
         netns: NetnsTarget::Current,
         as_pid: None,
@@ -144,6 +156,7 @@ fn collect_and_diagnose(q: &Question, outcome: &Outcome) -> Result<Diagnosis, St
             from: q.source,
         }),
         target_netns: None,
+        locate_target,
     };
     let snap = snapshot::take(&req).map_err(|e| format!("snapshot: {e}"))?;
     Ok(diagnose::diagnose(
@@ -193,6 +206,16 @@ impl AutoDiagnoser {
 
 impl UnhealthyHook for AutoDiagnoser {
     fn turned_unhealthy(&self, spec: &CheckSpec, outcome: &Outcome) {
+        self.start(spec, outcome, None);
+    }
+
+    fn mesh_pair_lost(&self, spec: &CheckSpec, outcome: &Outcome, far: &FarEndTarget) {
+        self.start(spec, outcome, Some(far.clone()));
+    }
+}
+
+impl AutoDiagnoser {
+    fn start(&self, spec: &CheckSpec, outcome: &Outcome, far: Option<FarEndTarget>) {
         if spec.kind == probe::Kind::Exec {
             tracing::debug!(check = %spec.name, "Not diagnosed: an exec check has no network flow.");
             return;
@@ -211,6 +234,7 @@ impl UnhealthyHook for AutoDiagnoser {
             kind: spec.kind,
             target: spec.target.clone(),
             outcome: outcome.clone(),
+            far,
             permits: Arc::clone(&self.permits),
             store: Arc::clone(&self.store),
             metrics: Arc::clone(&self.metrics),
@@ -226,6 +250,8 @@ struct Job {
     kind: probe::Kind,
     target: String,
     outcome: Outcome,
+    /// A mesh pair's far end, asked too.
+    far: Option<FarEndTarget>,
     permits: Arc<Semaphore>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
@@ -244,19 +270,27 @@ impl Job {
         };
         let begun = Instant::now();
         let (kind, target, outcome) = (self.kind, self.target.clone(), self.outcome.clone());
+        let locate = self.far.is_none();
         let blocking = tokio::task::spawn_blocking(move || {
             let _permit = permit; // held until the collectors are done
             match question_for(kind, &target)? {
-                Some(q) => collect_and_diagnose(&q, &outcome).map(Some),
+                Some(q) => collect_and_diagnose(&q, &outcome, locate).map(Some),
                 None => Ok(None),
             }
         });
-        let result = tokio::select! {
+        // Both ends at once: the far end's answer does not depend on this host's.
+        let far = async {
+            match &self.far {
+                Some(t) => Some(crate::farend::ask(t).await),
+                None => None,
+            }
+        };
+        let (result, far) = tokio::select! {
             _ = self.cancel.cancelled() => return,
-            r = blocking => r,
+            r = async { tokio::join!(blocking, far) } => r,
         };
         let seconds = begun.elapsed().as_secs_f64();
-        let diagnosis = match result {
+        let mut diagnosis = match result {
             Ok(Ok(Some(d))) => d,
             Ok(Ok(None)) => return,
             Ok(Err(error)) => {
@@ -274,20 +308,33 @@ impl Job {
                 return;
             }
         };
+        if let Some(far) = far {
+            if far.status != FarEndStatus::Answered {
+                tracing::warn!(
+                    check = %self.check, agent = %far.agent,
+                    error = far.error.as_deref().unwrap_or(""),
+                    "Far-end agent gave no diagnosis."
+                );
+            }
+            diagnose::attach_far_end(&mut diagnosis, far);
+        }
         self.record(&diagnosis, seconds).await;
     }
 
     async fn record(&self, d: &Diagnosis, seconds: f64) {
         let ids = d.ids();
+        let far_ids = d.far_end.as_ref().map_or_else(Vec::new, FarEnd::ids);
         let id_text: Vec<&str> = ids.iter().map(|i| i.as_str()).collect();
+        let far_text: Vec<&str> = far_ids.iter().map(|i| i.as_str()).collect();
         let conclusion = conclusion_str(d.conclusion);
         self.metrics
             .diagnosis
-            .observe(&self.check, d.conclusion, &ids);
+            .observe(&self.check, d.conclusion, &ids, &far_ids);
         tracing::info!(
             check = %self.check,
             conclusion,
             ids = %id_text.join(","),
+            far_ids = %far_text.join(","),
             duration_seconds = seconds,
             summary = d.findings.first().map_or("", |f| f.summary.as_str()),
             "Check diagnosed."

@@ -44,6 +44,20 @@ pub trait UnhealthyHook: Send + Sync + 'static {
     /// `spec` just turned unhealthy; `outcome` is the failing result that crossed the threshold,
     /// after conditions.
     fn turned_unhealthy(&self, spec: &CheckSpec, outcome: &Outcome);
+
+    /// A mesh pair (`spec`, named `mesh.NODE.ADDRESS`) lost every echo: as
+    /// [`UnhealthyHook::turned_unhealthy`], and the diagnosis may also ask the pair's far end
+    /// (`far`: the peer's agent) to trace the inbound flow on its own host. The default ignores
+    /// `far`.
+    fn mesh_pair_lost(
+        &self,
+        spec: &CheckSpec,
+        outcome: &Outcome,
+        far: &crate::farend::FarEndTarget,
+    ) {
+        let _ = far;
+        self.turned_unhealthy(spec, outcome);
+    }
 }
 
 /// What the scheduler needs to run one check.

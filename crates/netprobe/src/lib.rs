@@ -6,6 +6,8 @@
 //! logs; [`server`] reads the live state and the store.
 //! Diagnosis: [`collect::snapshot::take`] (kernel-facing) → [`collect::snapshot::Snapshot`] →
 //! [`diagnose::diagnose`] (pure) → [`diagnose::Diagnosis`].
+//! Mesh pairs: [`mesh`] → [`autodiag`], which also asks the peer's agent ([`farend::ask`]) to
+//! trace the inbound flow on its own host ([`diagnose::diagnose_inbound`]).
 //! Isolation: [`isolate`] (impact report, rules, apply in the namespace, record in the store).
 #![deny(missing_docs)]
 
@@ -16,6 +18,7 @@ pub mod collect;
 pub mod conditions;
 pub mod config;
 pub mod diagnose;
+pub mod farend;
 pub mod firewall;
 pub mod isolate;
 pub mod logging;

@@ -13,7 +13,7 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Serialize;
 use serde_json::json;
 use store::Store;
@@ -39,6 +39,7 @@ pub struct AppState {
     before_scrape: Option<ScrapeHook>,
     diagnosis_enabled: bool,
     mesh: Option<Arc<crate::mesh::MeshState>>,
+    inbound: Option<Arc<crate::farend::InboundService>>,
 }
 
 impl AppState {
@@ -63,6 +64,7 @@ impl AppState {
             before_scrape,
             diagnosis_enabled: true,
             mesh: None,
+            inbound: None,
         }
     }
 
@@ -73,8 +75,11 @@ impl AppState {
         self
     }
 
-    /// Serves the mesh endpoints from `mesh` (without it they answer 404).
+    /// Serves the mesh endpoints from `mesh` (without it they answer 404), the diagnoses of its
+    /// pairs (`mesh.NODE.ADDRESS`) under the check endpoints, and the inbound question peers ask
+    /// (`POST /api/v1/diagnose/inbound`, only with a mesh).
     pub fn with_mesh(mut self, mesh: Arc<crate::mesh::MeshState>) -> Self {
+        self.inbound = Some(crate::farend::InboundService::new(mesh.view().node));
         self.mesh = Some(mesh);
         self
     }
@@ -99,6 +104,15 @@ impl AppState {
             .and_then(|&i| self.checks.get(i))
             .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no check named {name:?}")))
     }
+
+    /// A check, or `None` for a mesh pair's diagnosis name (`mesh.…`, with a mesh configured).
+    fn check_or_pair(&self, name: &str) -> Result<Option<&Arc<CheckRuntime>>, ApiError> {
+        match self.check(name) {
+            Ok(c) => Ok(Some(c)),
+            Err(_) if self.mesh.is_some() && name.starts_with("mesh.") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// The router with every route.
@@ -113,6 +127,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/isolations", get(get_isolations))
         .route("/api/v1/mesh", get(get_mesh))
         .route("/api/v1/mesh/{peer}/history", get(get_mesh_history))
+        .route(crate::farend::INBOUND_PATH, post(post_inbound))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -183,6 +198,44 @@ async fn get_mesh_history(
     Ok(axum::Json(json!({ "peer": peer, "addresses": history })))
 }
 
+/// `POST /api/v1/diagnose/inbound`: the body is a [`crate::diagnose::InboundQuestion`]
+/// (`{"source", "destination", "protocol": "icmp"|"tcp", "port"}`); the answer an
+/// [`crate::diagnose::InboundAnswer`] (`{"node", "diagnosis"}`) — this host's trace of the flow
+/// arriving from `source` at `destination` and of its reply. Errors: 404 without a mesh, 400 for
+/// a bad question or a destination that is not an address of this host, 429 while another is
+/// collected (for longer than [`crate::farend::QUEUE_WAIT`]), 500 if the host cannot be read.
+async fn post_inbound(
+    State(st): State<Arc<AppState>>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    use crate::farend::InboundError;
+    let svc = st.inbound.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "the inbound diagnosis answers mesh peers only: the mesh is not configured (no mesh: section)"
+                .to_owned(),
+        )
+    })?;
+    match svc.answer(&body).await {
+        Ok(a) => Ok(axum::Json(a).into_response()),
+        Err(e @ (InboundError::BadRequest(_) | InboundError::NotLocal(..))) => {
+            Err(ApiError::bad_request(e.to_string()))
+        }
+        Err(e @ InboundError::Busy) => Ok((
+            [(header::RETRY_AFTER, "5")],
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
+        )
+            .into_response()),
+        Err(e @ InboundError::Failed(_)) => {
+            tracing::warn!(error = %e, "Inbound diagnosis failed.");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                e.to_string(),
+            ))
+        }
+    }
+}
+
 async fn list_checks(State(st): State<Arc<AppState>>) -> axum::Json<Vec<CheckView>> {
     axum::Json(st.checks.iter().map(|c| c.view()).collect())
 }
@@ -249,7 +302,7 @@ async fn get_diagnosis(
     State(st): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let check = st.check(&name)?;
+    let check = st.check_or_pair(&name)?;
     match st
         .store
         .latest_diagnosis(&name)
@@ -257,7 +310,20 @@ async fn get_diagnosis(
         .map_err(store_error)?
     {
         Some(d) => Ok(axum::Json(d).into_response()),
-        None => Err(no_diagnosis(&st, check)),
+        None => Err(match check {
+            Some(check) => no_diagnosis(&st, check),
+            None => ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "mesh pair {name:?} has no diagnosis: one is taken when a pair loses every echo{}",
+                    if st.diagnosis_enabled {
+                        ""
+                    } else {
+                        " (automatic diagnosis is off: diagnosis.enabled: false)"
+                    }
+                ),
+            ),
+        }),
     }
 }
 
@@ -338,7 +404,10 @@ async fn history(
     params: &HashMap<String, String>,
     what: History,
 ) -> Result<Response, ApiError> {
-    st.check(name)?;
+    match what {
+        History::Diagnoses => st.check_or_pair(name).map(|_| ())?,
+        History::Results | History::Events => st.check(name).map(|_| ())?,
+    }
     let w = parse_window(params, now_ms())?;
     let response = match what {
         History::Results => axum::Json(
@@ -440,6 +509,7 @@ async fn metrics(State(st): State<Arc<AppState>>, headers: axum::http::HeaderMap
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
     use super::*;
 
     fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -447,6 +517,49 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    /// Without a mesh the inbound question is not answered, and a mesh pair's name is no check.
+    #[tokio::test]
+    async fn the_inbound_endpoint_needs_the_mesh() {
+        use tower::ServiceExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            store::SqliteStore::open(&dir.path().join("s.db"))
+                .await
+                .unwrap(),
+        );
+        let app = router(Arc::new(AppState::new(
+            Vec::new(),
+            Arc::clone(&store),
+            Arc::new(Metrics::new()),
+            None,
+        )));
+        let body =
+            r#"{"source": "198.51.100.1", "destination": "198.51.100.5", "protocol": "icmp"}"#;
+        let req = axum::http::Request::post(crate::farend::INBOUND_PATH)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("mesh is not configured"),
+            "{v}"
+        );
+        let req = axum::http::Request::get("/api/v1/checks/mesh.node-1.198.51.100.2/diagnosis")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let resp = app.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        store.close().await;
     }
 
     #[test]

@@ -275,8 +275,8 @@ checks:
     let (status, metrics) = get(&ns, addr, "/metrics");
     assert_eq!(status, 200);
     for needle in [
-        "netprobe_diagnosis_findings_total{check=\"closed\",id=\"port-closed\"} 1\n",
-        "netprobe_diagnosis_findings_total{check=\"dropped\",id=\"firewall-drop\"} 1\n",
+        "netprobe_diagnosis_findings_total{check=\"closed\",id=\"port-closed\",end=\"local\"} 1\n",
+        "netprobe_diagnosis_findings_total{check=\"dropped\",id=\"firewall-drop\",end=\"local\"} 1\n",
         "netprobe_diagnoses_total{check=\"closed\",conclusion=\"explained\"} 1\n",
         "netprobe_diagnoses_total{check=\"dropped\",conclusion=\"explained\"} 1\n",
         "netprobe_diagnoses_total{check=\"flapping\",conclusion=\"explained\"} 1\n",

@@ -3,7 +3,8 @@
 //! static discovery, plus a listed peer that does not exist. The test reads every agent's
 //! `GET /api/v1/mesh`, checks `/metrics` with `promtool`, then injects loss on one node
 //! (`-m statistic --mode random` DROP of echo-requests) and blocks echo-requests on another, and
-//! checks that only their pairs change — the blocked node's pairs report loss 1.0 and switch to TCP.
+//! checks that only their pairs change — the blocked node's pairs report loss 1.0 and switch to TCP,
+//! and their diagnosis names the blocked node's own INPUT rule (`firewall-drop`, from the far end).
 #![allow(
     clippy::unwrap_used,
     reason = "in a test a panic is the failure report"
@@ -320,6 +321,40 @@ mesh:
             Err(format!("{want} not in /metrics yet"))
         }
     });
+    // Two-ended: the observer drops nothing itself; the far end names its own INPUT rule.
+    let (status, body) = get(
+        ns,
+        format!("{}:{PORT}", v4(0)).parse().unwrap(),
+        &format!("/api/v1/checks/{diag_check}/diagnosis"),
+    );
+    assert_eq!(status, 200, "{body}");
+    let d: Value = serde_json::from_str(&body).unwrap();
+    let d = &d["diagnosis"];
+    let ids = |findings: &Value| -> Vec<String> {
+        findings
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(
+        !ids(&d["findings"]).contains(&"firewall-drop".to_owned()),
+        "{d}"
+    );
+    assert_eq!(d["far_end"]["status"], "answered", "{d}");
+    assert_eq!(
+        ids(&d["far_end"]["diagnosis"]["findings"]),
+        ["firewall-drop"],
+        "{d}"
+    );
+    assert!(
+        d["far_end"]["diagnosis"]["findings"][0]["evidence"][0]
+            .as_str()
+            .unwrap()
+            .contains("chain INPUT rule 1: -A INPUT -p icmp"),
+        "{d}"
+    );
     let (_, metrics) = get(ns, format!("{}:{PORT}", v4(0)).parse().unwrap(), "/metrics");
     let want = format!(
         r#"netprobe_mesh_loss_ratio{{source_node="node-0",target_node="node-4",target_ip="{}",family="ipv4",protocol="icmp"}} 1"#,

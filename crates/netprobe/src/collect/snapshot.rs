@@ -225,6 +225,9 @@ pub struct SnapshotRequest {
     pub dst: Option<RouteQuery>,
     /// The destination's namespace: given, or `None` to search for it (when `dst` is set).
     pub target_netns: Option<NetnsTarget>,
+    /// Whether to search this host for the destination's namespace when none is given. Off for
+    /// a mesh peer: it is another node, and the far end answers for itself.
+    pub locate_target: bool,
 }
 
 fn now_ms() -> u64 {
@@ -250,7 +253,7 @@ pub fn take(req: &SnapshotRequest) -> Result<Snapshot, NetnsError> {
                 state: namespace_state(t, &[])?,
             })
         }
-        (None, Some(q)) if !q.to.is_loopback() && !prober.owns(q.to) => {
+        (None, Some(q)) if req.locate_target && !q.to.is_loopback() && !prober.owns(q.to) => {
             let (found, notes) = super::locate::owner_of(q.to, &req.netns);
             target_search = notes;
             match found {

@@ -37,6 +37,8 @@ pub(super) struct Ctx<'a> {
     pub src: Option<IpAddr>,
     /// Why that source (the route used, or an explicit bind), once known.
     pub src_reason: Option<SourceReason>,
+    /// The peer that asked for this (inbound) diagnosis over the API, if one did.
+    pub asked_by: Option<IpAddr>,
 }
 
 impl Ctx<'_> {
@@ -64,7 +66,12 @@ impl Ctx<'_> {
                 o.reason.map_or("error", |r| r.as_str()),
                 o.message
             ),
-            None => "no probe ran: judged from the recorded state alone".to_string(),
+            None => match self.asked_by {
+                Some(a) => format!(
+                    "no probe ran here: {a} asked over the API; judged from this host's state"
+                ),
+                None => "no probe ran: judged from the recorded state alone".to_string(),
+            },
         }
     }
 
@@ -187,6 +194,7 @@ pub(super) fn run(
         unreadable: snap.unreadable(),
         src: None,
         src_reason: None,
+        asked_by: None,
     };
     if let Some(o) = &cx.observed
         && !o.success
@@ -211,7 +219,7 @@ pub(super) fn run(
     finish(cx, flow)
 }
 
-fn finish(mut cx: Ctx<'_>, flow: Option<FlowSummary>) -> Diagnosis {
+pub(super) fn finish(mut cx: Ctx<'_>, flow: Option<FlowSummary>) -> Diagnosis {
     cx.findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     let conclusion = if cx.has_error() {
         Conclusion::Explained
@@ -229,6 +237,7 @@ fn finish(mut cx: Ctx<'_>, flow: Option<FlowSummary>) -> Diagnosis {
         examined: cx.examined,
         unreadable: cx.unreadable,
         taken_at_unix_ms: cx.snap.taken_at_unix_ms,
+        far_end: None,
     }
 }
 
@@ -540,7 +549,7 @@ fn no_route(cx: &mut Ctx<'_>, evidence: &str) {
     });
 }
 
-fn build_flow(q: &Question, src: IpAddr, origin: Origin) -> Flow {
+pub(super) fn build_flow(q: &Question, src: IpAddr, origin: Origin) -> Flow {
     match (q.protocol, q.dport) {
         (Protocol::Icmp, _) => Flow::echo_request(origin, src, q.dst),
         (Protocol::Tcp, Some(p)) => Flow::tcp(origin, src, q.dst, p),

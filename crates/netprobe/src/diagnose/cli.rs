@@ -121,6 +121,7 @@ fn request(ns: &NsArgs, q: Option<&Question>, dst: Option<IpAddr>) -> SnapshotRe
             from: ns.source,
         }),
         target_netns: ns.target(),
+        locate_target: true,
     }
 }
 

@@ -219,7 +219,7 @@ fn allow_fix(rule: &netfilter::eval::RuleRef, q: &super::Question) -> String {
     )
 }
 
-fn tool_for(r: &netfilter::eval::RuleRef) -> &'static str {
+pub(super) fn tool_for(r: &netfilter::eval::RuleRef) -> &'static str {
     use netfilter::Backend;
     use netfilter::eval::TableFamily;
     match (r.backend, r.family) {

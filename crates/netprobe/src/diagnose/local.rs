@@ -58,7 +58,7 @@ pub(super) fn arrival(cx: &mut Ctx<'_>, state: &NamespaceState, mut flow: Flow) 
 /// interface, or loose mode (2) and there is no reverse route at all. The kernel uses the
 /// larger of `conf.all.rp_filter` and `conf.IFACE.rp_filter` (`IN_DEV_RPFILTER`,
 /// `include/linux/inetdevice.h`; `fib_validate_source()` in `net/ipv4/fib_frontend.c`).
-fn rp_filter(
+pub(super) fn rp_filter(
     cx: &mut Ctx<'_>,
     state: &NamespaceState,
     host: &HostModel,
@@ -120,7 +120,7 @@ fn rp_filter(
 }
 
 /// The destination namespace's own answers: the ICMP echo sysctl and listening sockets.
-fn endpoint_checks(cx: &mut Ctx<'_>, state: &NamespaceState) {
+pub(super) fn endpoint_checks(cx: &mut Ctx<'_>, state: &NamespaceState) {
     let q = cx.q;
     let ns = state.netns.netns.describe();
     if !cx.failing_or_offline() {

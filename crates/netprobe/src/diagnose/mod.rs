@@ -10,6 +10,7 @@ mod analyze;
 pub mod cli;
 mod drop;
 mod firewall;
+mod inbound;
 mod local;
 mod question;
 mod remote;
@@ -24,6 +25,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::collect::snapshot::Snapshot;
 
+pub use inbound::{
+    FarEnd, FarEndStatus, InboundAnswer, InboundQuestion, MAX_QUESTION_BYTES, attach_far_end,
+    diagnose_inbound,
+};
 pub use question::{Protocol, Question, QuestionError, SourceReason};
 pub use render::render_human;
 
@@ -215,6 +220,11 @@ pub struct Diagnosis {
     /// stored before this field existed).
     #[serde(default)]
     pub taken_at_unix_ms: u64,
+    /// A mesh pair's far end: what the peer's agent, asked over its API, found on its own host
+    /// for the inbound flow ([`attach_far_end`]). Absent (not `null`) from every other
+    /// diagnosis, and from those stored before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub far_end: Option<FarEnd>,
 }
 
 impl Diagnosis {

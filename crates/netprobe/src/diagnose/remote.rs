@@ -152,10 +152,18 @@ pub(super) fn remote(
             evidence: vec![
                 format!("route used: {}", route.text),
                 "the output path's rules accept the flow".to_string(),
-                format!(
-                    "{} is not an address of this host or of any other namespace on it",
-                    q.dst
-                ),
+                if cx.snap.target_search.is_empty() {
+                    // No search ran: a mesh peer (another node), or a snapshot without a target.
+                    format!(
+                        "{} is not an address of this host (its other namespaces were not searched)",
+                        q.dst
+                    )
+                } else {
+                    format!(
+                        "{} is not an address of this host or of any other namespace on it",
+                        q.dst
+                    )
+                },
                 cx.observed_text(),
             ],
             fixes: vec![format!(

@@ -302,3 +302,283 @@ fn a_vip_next_to_programmed_ones_is_a_service_other_remotes_are_not() {
     assert!(d.ids().is_empty(), "{d:#?}");
     assert_eq!(d.conclusion, Conclusion::Healthy);
 }
+
+// The far end of a mesh pair: the inbound question, its trace, and the merge.
+
+fn inbound(json: &str) -> InboundQuestion {
+    InboundQuestion::from_json(json.as_bytes()).unwrap()
+}
+
+const ECHO_IN: &str =
+    r#"{"source": "198.51.100.1", "destination": "198.51.100.5", "protocol": "icmp"}"#;
+
+#[test]
+fn inbound_questions_are_read_and_checked() {
+    let q = inbound(ECHO_IN);
+    assert_eq!(q.protocol, Protocol::Icmp);
+    let question = q.question();
+    assert_eq!(question.target, "inbound icmp 198.51.100.1 -> 198.51.100.5");
+    assert_eq!(question.source, Some("198.51.100.1".parse().unwrap()));
+    assert_eq!(question.dst, "198.51.100.5".parse::<IpAddr>().unwrap());
+    let q = inbound(
+        r#"{"source": "fd00::1", "destination": "fd00::5", "protocol": "tcp", "port": 8080}"#,
+    );
+    assert_eq!(q.question().target, "inbound tcp fd00::1 -> fd00::5:8080");
+    assert_eq!(q.question().dport, Some(8080));
+    // The wire form round-trips (the asker serialises what the endpoint reads).
+    let text = serde_json::to_string(&q).unwrap();
+    assert_eq!(inbound(&text), q);
+    for (body, want) in [
+        (
+            r#"{"source": "198.51.100.1", "destination": "fd00::5", "protocol": "icmp"}"#,
+            "families",
+        ),
+        (
+            r#"{"source": "198.51.100.1", "destination": "198.51.100.5", "protocol": "tcp"}"#,
+            "needs a port",
+        ),
+        (
+            r#"{"source": "198.51.100.1", "destination": "198.51.100.5", "protocol": "tcp", "port": 0}"#,
+            "needs a port",
+        ),
+        (
+            r#"{"source": "198.51.100.1", "destination": "198.51.100.5", "protocol": "icmp", "port": 1}"#,
+            "takes no port",
+        ),
+        (
+            r#"{"source": "198.51.100.1", "destination": "198.51.100.5", "protocol": "udp", "port": 53}"#,
+            "udp",
+        ),
+        (
+            r#"{"source": "198.51.100.1", "destination": "127.0.0.1", "protocol": "icmp"}"#,
+            "loopback",
+        ),
+        (
+            r#"{"source": "0.0.0.0", "destination": "198.51.100.5", "protocol": "icmp"}"#,
+            "unicast",
+        ),
+        (
+            r#"{"source": "198.51.100.1", "destination": "198.51.100.5", "protocol": "icmp", "x": 1}"#,
+            "unknown field",
+        ),
+        (
+            r#"{"source": "198.51.100.1", "protocol": "icmp"}"#,
+            "missing field",
+        ),
+        ("icmp please", "invalid body"),
+    ] {
+        let err = InboundQuestion::from_json(body.as_bytes()).unwrap_err();
+        assert!(err.contains(want), "{body}: {err}");
+    }
+    let long = format!("{ECHO_IN}{}", " ".repeat(MAX_QUESTION_BYTES));
+    assert!(
+        InboundQuestion::from_json(long.as_bytes())
+            .unwrap_err()
+            .contains("at most")
+    );
+}
+
+const ECHO_DROPPED_IN: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+-A INPUT -p icmp -m icmp --icmp-type 8 -j DROP\nCOMMIT\n";
+
+#[test]
+fn inbound_echo_dropped_on_input_names_the_rule() {
+    let snap = snapshot(ECHO_DROPPED_IN, Vec::new());
+    let d = diagnose_inbound(&snap, &inbound(ECHO_IN));
+    assert_eq!(d.ids(), [FindingId::FirewallDrop], "{d:#?}");
+    assert_eq!(d.conclusion, Conclusion::Explained);
+    assert!(d.observed.is_none());
+    let f = &d.findings[0];
+    assert!(
+        f.evidence[0].starts_with(
+            "nft ipv4 table filter chain INPUT rule 1: -A INPUT -p icmp -m icmp --icmp-type 8 -j DROP"
+        ),
+        "{f:#?}"
+    );
+    assert!(
+        f.summary.contains("icmp 198.51.100.1 -> 198.51.100.5"),
+        "{f:#?}"
+    );
+    let asked = "no probe ran here: 198.51.100.1 asked over the API; judged from this host's state";
+    assert!(f.evidence.iter().any(|e| e == asked), "{f:#?}");
+    assert!(
+        f.fixes[0]
+            .contains("-I INPUT 1 -p icmp --icmp-type echo-request -d 198.51.100.5 -j ACCEPT"),
+        "{f:#?}"
+    );
+    // TCP to the agent port is let in, and something listens: nothing to say.
+    let agent = vec![Listener {
+        proto: SocketProto::Tcp,
+        addr: "0.0.0.0".parse().unwrap(),
+        port: 8080,
+        uid: 0,
+    }];
+    let snap = snapshot(ECHO_DROPPED_IN, agent);
+    let tcp = inbound(
+        r#"{"source": "198.51.100.1", "destination": "198.51.100.5", "protocol": "tcp", "port": 8080}"#,
+    );
+    let d = diagnose_inbound(&snap, &tcp);
+    assert!(d.findings.is_empty(), "{d:#?}");
+    assert_eq!(d.conclusion, Conclusion::Healthy);
+    assert!(
+        d.examined
+            .iter()
+            .any(|e| e.starts_with("reply path (tcp SYN-ACK)")),
+        "{d:#?}"
+    );
+    // Nothing listens on another port: the kernel answers with a reset.
+    let d = diagnose_inbound(
+        &snap,
+        &inbound(
+            r#"{"source": "198.51.100.1", "destination": "198.51.100.5", "protocol": "tcp", "port": 9}"#,
+        ),
+    );
+    assert_eq!(d.ids(), [FindingId::PortClosed], "{d:#?}");
+}
+
+#[test]
+fn inbound_reply_dropped_on_output_and_conntrack_lets_it_out() {
+    let reply_dropped = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+-A OUTPUT -p icmp -m icmp --icmp-type 0 -j DROP\nCOMMIT\n";
+    let d = diagnose_inbound(&snapshot(reply_dropped, Vec::new()), &inbound(ECHO_IN));
+    assert_eq!(d.ids(), [FindingId::FirewallDrop], "{d:#?}");
+    let f = &d.findings[0];
+    assert!(
+        f.summary
+            .contains("the reply icmp echo-reply 198.51.100.5 -> 198.51.100.1"),
+        "{f:#?}"
+    );
+    assert!(f.evidence[0].contains("chain OUTPUT rule 1"), "{f:#?}");
+    assert!(
+        f.fixes[0].contains("-I OUTPUT 1 -p icmp --icmp-type echo-reply -d 198.51.100.1"),
+        "{f:#?}"
+    );
+    // A stateful OUTPUT chain: the reply belongs to a connection and leaves.
+    let stateful = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT DROP [0:0]\n\
+-A OUTPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\nCOMMIT\n";
+    let d = diagnose_inbound(&snapshot(stateful, Vec::new()), &inbound(ECHO_IN));
+    assert!(d.findings.is_empty(), "{d:#?}");
+    // Not an address of this host: nothing traced, nothing claimed.
+    let d = diagnose_inbound(
+        &snapshot(ECHO_DROPPED_IN, Vec::new()),
+        &inbound(
+            r#"{"source": "198.51.100.1", "destination": "198.51.100.9", "protocol": "icmp"}"#,
+        ),
+    );
+    assert!(d.findings.is_empty(), "{d:#?}");
+    assert!(
+        d.examined.iter().any(|e| e.contains("not an address")),
+        "{d:#?}"
+    );
+}
+
+fn local_remote_unreachable() -> Diagnosis {
+    let empty =
+        "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n";
+    let mut snap = snapshot(empty, Vec::new());
+    snap.prober.netns.routes.clear();
+    let d = diagnose(
+        &snap,
+        &q("icmp://198.51.100.9"),
+        Some(&failed(Reason::Timeout)),
+        &Extra::default(),
+    );
+    assert_eq!(d.ids(), [FindingId::RemoteUnreachable], "{d:#?}");
+    // No namespace search ran (none is asked for a mesh peer): the evidence does not claim one.
+    let not_searched =
+        "198.51.100.9 is not an address of this host (its other namespaces were not searched)";
+    assert!(
+        d.findings[0].evidence.iter().any(|e| e == not_searched),
+        "{d:#?}"
+    );
+    d
+}
+
+#[test]
+fn the_far_end_is_attached_in_its_own_section() {
+    let far_view = diagnose_inbound(&snapshot(ECHO_DROPPED_IN, Vec::new()), &inbound(ECHO_IN));
+    let mut d = local_remote_unreachable();
+    attach_far_end(
+        &mut d,
+        FarEnd {
+            node: "node-4".into(),
+            agent: "198.51.100.5:8080".into(),
+            status: FarEndStatus::Answered,
+            question: Some(inbound(ECHO_IN)),
+            diagnosis: Some(Box::new(far_view)),
+            error: None,
+        },
+    );
+    // The local findings stay local; the far end's are in its section.
+    assert_eq!(d.ids(), [FindingId::RemoteUnreachable]);
+    let far = d.far_end.as_ref().unwrap();
+    assert_eq!(far.ids(), [FindingId::FirewallDrop]);
+    let last = d.examined.last().unwrap();
+    assert!(
+        last.starts_with("far end node-4 (agent at 198.51.100.5:8080) names the cause on its own host: firewall-drop"),
+        "{last}"
+    );
+    let v = serde_json::to_value(&d).unwrap();
+    assert_eq!(v["far_end"]["status"], "answered");
+    assert_eq!(v["far_end"]["question"]["protocol"], "icmp");
+    assert_eq!(
+        v["far_end"]["diagnosis"]["findings"][0]["id"],
+        "firewall-drop"
+    );
+    let back: Diagnosis = serde_json::from_value(v).unwrap();
+    assert_eq!(back, d);
+
+    // Unexplained here, explained there: the pair's diagnosis is explained.
+    let mut d = local_remote_unreachable();
+    d.findings.clear();
+    d.conclusion = Conclusion::Unexplained;
+    let far_view = diagnose_inbound(&snapshot(ECHO_DROPPED_IN, Vec::new()), &inbound(ECHO_IN));
+    attach_far_end(
+        &mut d,
+        FarEnd {
+            node: "node-4".into(),
+            agent: "198.51.100.5:8080".into(),
+            status: FarEndStatus::Answered,
+            question: None,
+            diagnosis: Some(Box::new(far_view)),
+            error: None,
+        },
+    );
+    assert_eq!(d.conclusion, Conclusion::Explained);
+
+    // The far agent cannot be reached: said so, nothing invented.
+    let mut d = local_remote_unreachable();
+    attach_far_end(
+        &mut d,
+        FarEnd {
+            node: "node-2".into(),
+            agent: "198.51.100.3:8080".into(),
+            status: FarEndStatus::Unreachable,
+            question: None,
+            diagnosis: None,
+            error: Some("connect: timed out after 2s".into()),
+        },
+    );
+    assert_eq!(d.ids(), [FindingId::RemoteUnreachable]);
+    assert!(d.far_end.as_ref().unwrap().ids().is_empty());
+    let last = d.examined.last().unwrap();
+    assert_eq!(
+        last,
+        "far-end agent at 198.51.100.3:8080 unreachable: connect: timed out after 2s; what happens on node-2 is unknown"
+    );
+    let v = serde_json::to_value(&d).unwrap();
+    assert_eq!(v["far_end"]["status"], "unreachable");
+    assert!(v["far_end"]["diagnosis"].is_null());
+}
+
+#[test]
+fn diagnoses_without_a_far_end_keep_their_shape() {
+    let d = local_remote_unreachable();
+    let v = serde_json::to_value(&d).unwrap();
+    assert!(v.get("far_end").is_none(), "{v}");
+    // One stored before the field existed reads back.
+    let mut old = v.clone();
+    old.as_object_mut().unwrap().remove("taken_at_unix_ms");
+    let back: Diagnosis = serde_json::from_value(old).unwrap();
+    assert!(back.far_end.is_none());
+}

@@ -210,8 +210,16 @@ impl MeshState {
     }
 
     /// Hands a pair whose echoes all got lost to the automatic diagnosis, as a check named
-    /// [`diagnosis_name`] with the round's ICMP outcome (the diagnosis runs on this host only).
-    fn diagnose(&self, key: &PairKey, engine: &Arc<IcmpEngine>, outcome: &probe::Outcome) {
+    /// [`diagnosis_name`] with the round's ICMP outcome. The diagnosis is two-ended: it also asks
+    /// the peer's agent at `key.ip:port` (the TCP fallback's port) to trace the inbound echo
+    /// request on its own host ([`crate::farend`]).
+    fn diagnose(
+        &self,
+        key: &PairKey,
+        port: u16,
+        engine: &Arc<IcmpEngine>,
+        outcome: &probe::Outcome,
+    ) {
         let Some(hook) = &self.hook else {
             return;
         };
@@ -231,7 +239,14 @@ impl MeshState {
             failure_threshold: 1,
             conditions: Vec::new(),
         };
-        hook.turned_unhealthy(&spec, outcome);
+        let far = crate::farend::FarEndTarget {
+            node: key.node.clone(),
+            agent: std::net::SocketAddr::new(key.ip, port),
+            destination: key.ip,
+            protocol: crate::diagnose::Protocol::Icmp,
+            port: None,
+        };
+        hook.mesh_pair_lost(&spec, outcome, &far);
     }
 
     fn labels(&self, key: &PairKey, protocol: MeshProtocol) -> MeshLabels {
@@ -580,7 +595,7 @@ async fn pair_loop(
         if let Some(o) = &outcome {
             let lost_all = stats.received == 0;
             if lost_all && !was_lost {
-                state.diagnose(&key, &engine, o);
+                state.diagnose(&key, port, &engine, o);
             }
             was_lost = lost_all;
         }

@@ -11,13 +11,16 @@ use prometheus_client::registry::Registry;
 
 use crate::diagnose::{Conclusion, FindingId};
 
-/// `{check, id}`.
+/// `{check, id, end}`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FindingLabels {
     /// Check name.
     pub check: Arc<str>,
     /// Finding id ([`FindingId::as_str`]).
     pub id: &'static str,
+    /// Where the finding was made: `local` (this host) or `far` (a mesh pair's far end, asked
+    /// over its API).
+    pub end: &'static str,
 }
 
 /// `{check, conclusion}`.
@@ -100,26 +103,37 @@ impl DiagnosisMetrics {
         m
     }
 
-    /// Counts one finished diagnosis of `check`: its conclusion, and each distinct finding id once.
-    pub fn observe(&self, check: &Arc<str>, conclusion: Conclusion, ids: &[FindingId]) {
+    /// Counts one finished diagnosis of `check`: its conclusion, and each distinct finding id
+    /// once per end — `ids` of this host (`end="local"`), `far_ids` of a mesh pair's far end
+    /// (`end="far"`, empty for a check).
+    pub fn observe(
+        &self,
+        check: &Arc<str>,
+        conclusion: Conclusion,
+        ids: &[FindingId],
+        far_ids: &[FindingId],
+    ) {
         self.diagnoses
             .get_or_create(&ConclusionLabels {
                 check: Arc::clone(check),
                 conclusion: conclusion_str(conclusion),
             })
             .inc();
-        let mut seen: Vec<FindingId> = Vec::with_capacity(ids.len());
-        for &id in ids {
-            if seen.contains(&id) {
-                continue;
+        for (end, ids) in [("local", ids), ("far", far_ids)] {
+            let mut seen: Vec<FindingId> = Vec::with_capacity(ids.len());
+            for &id in ids {
+                if seen.contains(&id) {
+                    continue;
+                }
+                seen.push(id);
+                self.findings
+                    .get_or_create(&FindingLabels {
+                        check: Arc::clone(check),
+                        id: id.as_str(),
+                        end,
+                    })
+                    .inc();
             }
-            seen.push(id);
-            self.findings
-                .get_or_create(&FindingLabels {
-                    check: Arc::clone(check),
-                    id: id.as_str(),
-                })
-                .inc();
         }
     }
 
@@ -150,16 +164,20 @@ mod tests {
         ];
         metrics
             .diagnosis
-            .observe(&check, Conclusion::Explained, &ids);
-        metrics
-            .diagnosis
-            .observe(&check, Conclusion::Explained, &[FindingId::FirewallDrop]);
+            .observe(&check, Conclusion::Explained, &ids, &[]);
+        metrics.diagnosis.observe(
+            &check,
+            Conclusion::Explained,
+            &[FindingId::FirewallDrop],
+            &[FindingId::FirewallDrop, FindingId::FirewallDrop],
+        );
         metrics.diagnosis.skipped(&check, SkipReason::RateLimited);
         let text = metrics.encode();
         for needle in [
             "# TYPE netprobe_diagnosis_findings_total counter\n",
-            "netprobe_diagnosis_findings_total{check=\"web\",id=\"firewall-drop\"} 2\n",
-            "netprobe_diagnosis_findings_total{check=\"web\",id=\"dual-iptables-backend\"} 1\n",
+            "netprobe_diagnosis_findings_total{check=\"web\",id=\"firewall-drop\",end=\"local\"} 2\n",
+            "netprobe_diagnosis_findings_total{check=\"web\",id=\"dual-iptables-backend\",end=\"local\"} 1\n",
+            "netprobe_diagnosis_findings_total{check=\"web\",id=\"firewall-drop\",end=\"far\"} 1\n",
             "netprobe_diagnoses_total{check=\"web\",conclusion=\"explained\"} 2\n",
             "netprobe_diagnoses_skipped_total{check=\"web\",reason=\"rate-limited\"} 1\n",
         ] {

@@ -49,6 +49,34 @@ pub fn get(ns: &Netns, addr: SocketAddr, path: &str) -> (u16, String) {
     .unwrap()
 }
 
+/// A minimal HTTP/1.0 POST of a JSON `body` from inside `ns`; (status, body), status 0 if
+/// nothing answers.
+pub fn post(ns: &Netns, addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
+    let (path, body) = (path.to_owned(), body.to_owned());
+    ns.run_in(move || {
+        let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+            return (0, String::new());
+        };
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "POST {path} HTTP/1.0\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut buf = String::new();
+        let _ = s.read_to_string(&mut buf);
+        let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (status, body.to_owned())
+    })
+    .unwrap()
+}
+
 pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
