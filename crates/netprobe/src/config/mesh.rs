@@ -226,9 +226,9 @@ fn validate_kubernetes(k: RawKubernetes) -> Result<Option<KubernetesDiscovery>, 
                 .map(|s| s.trim().to_owned())
                 .filter(|s| !s.is_empty());
             if let Some(sel) = &label_selector
-                && let Some(bad) = sel.chars().find(|c| {
-                    !(c.is_ascii_alphanumeric() || "-_./=!,() ".contains(*c))
-                })
+                && let Some(bad) = sel
+                    .chars()
+                    .find(|c| !(c.is_ascii_alphanumeric() || "-_./=!,() ".contains(*c)))
             {
                 return Err(format!(
                     "mesh.discovery.kubernetes.pods.label_selector {sel:?} has {bad:?}; expected a \
@@ -345,9 +345,7 @@ pub(crate) fn validate(raw: RawMesh, listen_port: u16) -> Result<MeshConfig, Str
         }
     };
     if static_peers.is_empty() && dns.is_none() && kubernetes.is_none() {
-        return Err(
-            "mesh.discovery lists no peers; expected static, dns or kubernetes".to_owned(),
-        );
+        return Err("mesh.discovery lists no peers; expected static, dns or kubernetes".to_owned());
     }
     let firewall = raw.firewall.unwrap_or(RawFirewall {
         manage: None,
@@ -420,10 +418,12 @@ mesh:
 
     #[test]
     fn kubernetes_discovery_alone_is_enough_and_pods_take_a_selector_and_namespace() {
-        let m = load("mesh: { node_name: a, discovery: { kubernetes: { nodes: true, port: 9000 } } }\n")
-            .unwrap()
-            .mesh
-            .unwrap();
+        let m = load(
+            "mesh: { node_name: a, discovery: { kubernetes: { nodes: true, port: 9000 } } }\n",
+        )
+        .unwrap()
+        .mesh
+        .unwrap();
         assert!(m.static_peers.is_empty() && m.dns.is_none());
         assert_eq!(
             m.kubernetes,

@@ -31,8 +31,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1 as core;
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource, ResourceExt};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
@@ -125,7 +125,11 @@ impl ObjectStore {
     ///
     /// `Init` starts a buffer, `InitApply` fills it, `InitDone` replaces the set with it (objects
     /// missing from a relist are gone); `Apply` upserts, `Delete` removes.
-    pub fn apply<K: Resource>(&mut self, event: Event<K>, map: impl Fn(&K) -> Option<Node>) -> bool {
+    pub fn apply<K: Resource>(
+        &mut self,
+        event: Event<K>,
+        map: impl Fn(&K) -> Option<Node>,
+    ) -> bool {
         match event {
             Event::Init => {
                 self.relisting = Some(BTreeMap::new());
@@ -133,9 +137,7 @@ impl ObjectStore {
             }
             Event::InitApply(obj) => {
                 if let Some(n) = map(&obj) {
-                    self.relisting
-                        .get_or_insert_default()
-                        .insert(key(&obj), n);
+                    self.relisting.get_or_insert_default().insert(key(&obj), n);
                 }
                 false
             }
@@ -312,8 +314,15 @@ async fn run(
     match &cfg.source {
         KubernetesSource::Nodes => {
             let api: Api<core::Node> = Api::all(client);
-            watch(api, watcher::Config::default(), "nodes", move |n| node_peer(n, port), shared, cancel)
-                .await;
+            watch(
+                api,
+                watcher::Config::default(),
+                "nodes",
+                move |n| node_peer(n, port),
+                shared,
+                cancel,
+            )
+            .await;
         }
         KubernetesSource::Pods {
             label_selector,
@@ -354,7 +363,11 @@ async fn watch<K>(
                 let was_synced = store.synced();
                 if store.apply(event, &map) || store.synced() != was_synced {
                     let nodes = store.nodes();
-                    tracing::debug!(kind = what, peers = nodes.len(), "Kubernetes discovery changed");
+                    tracing::debug!(
+                        kind = what,
+                        peers = nodes.len(),
+                        "Kubernetes discovery changed"
+                    );
                     {
                         let mut s = shared.snapshot.lock();
                         s.nodes = nodes;

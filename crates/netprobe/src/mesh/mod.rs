@@ -444,9 +444,11 @@ async fn discovery_loop(
     cancel: CancellationToken,
 ) {
     let refresh = state.cfg.dns.as_ref().map_or(STATIC_REFRESH, |d| d.refresh);
-    let kube = state.cfg.kubernetes.as_ref().map(|k| {
-        kubernetes::KubeWatch::start(k, state.cfg.tcp_port, &tracker, cancel.clone())
-    });
+    let kube = state
+        .cfg
+        .kubernetes
+        .as_ref()
+        .map(|k| kubernetes::KubeWatch::start(k, state.cfg.tcp_port, &tracker, cancel.clone()));
     let mut running: HashMap<PairKey, CancellationToken> = HashMap::new();
     let mut previous = BTreeMap::new();
     loop {

@@ -76,18 +76,23 @@ fn a_node_without_an_internal_ip_or_being_deleted_is_no_peer() {
         None
     );
     let mut n = node("n", &[("InternalIP", "198.51.100.10")]);
-    n.metadata.deletion_timestamp = Some(serde_json::from_value(json!("2026-01-01T00:00:00Z")).unwrap());
+    n.metadata.deletion_timestamp =
+        Some(serde_json::from_value(json!("2026-01-01T00:00:00Z")).unwrap());
     assert_eq!(node_peer(&n, 1), None);
     // A Node without status at all (just created) is no peer either.
-    let bare: core::Node =
-        serde_json::from_value(json!({"metadata": {"name": "n"}})).unwrap();
+    let bare: core::Node = serde_json::from_value(json!({"metadata": {"name": "n"}})).unwrap();
     assert_eq!(node_peer(&bare, 1), None);
 }
 
 #[test]
 fn a_running_pod_is_named_by_its_node_and_probed_at_its_pod_ips() {
     let p = pod_peer(
-        &pod("netprobe-x1", Some("node-b"), "Running", &["198.51.100.20", "fd00::20"]),
+        &pod(
+            "netprobe-x1",
+            Some("node-b"),
+            "Running",
+            &["198.51.100.20", "fd00::20"],
+        ),
         9000,
     )
     .unwrap();
@@ -159,7 +164,10 @@ fn the_store_follows_list_then_watch_events() {
         map
     ));
     assert!(s.apply(
-        Event::Apply(node("a", &[("InternalIP", "198.51.100.1"), ("InternalIP", "fd00::1")])),
+        Event::Apply(node(
+            "a",
+            &[("InternalIP", "198.51.100.1"), ("InternalIP", "fd00::1")]
+        )),
         map
     ));
     // A node losing its InternalIP stops being a peer.
@@ -181,8 +189,14 @@ fn a_relist_replaces_the_set_and_the_old_set_stays_visible_until_it_is_done() {
     let map = |n: &core::Node| node_peer(n, 8080);
     let mut s = ObjectStore::default();
     s.apply(Event::Init, map);
-    s.apply(Event::InitApply(node("a", &[("InternalIP", "198.51.100.1")])), map);
-    s.apply(Event::InitApply(node("b", &[("InternalIP", "198.51.100.2")])), map);
+    s.apply(
+        Event::InitApply(node("a", &[("InternalIP", "198.51.100.1")])),
+        map,
+    );
+    s.apply(
+        Event::InitApply(node("b", &[("InternalIP", "198.51.100.2")])),
+        map,
+    );
     s.apply(Event::InitDone, map);
     // After a 410 Gone the watcher lists again.
     assert!(!s.apply(Event::Init, map));
@@ -190,7 +204,11 @@ fn a_relist_replaces_the_set_and_the_old_set_stays_visible_until_it_is_done() {
         Event::InitApply(node("b", &[("InternalIP", "198.51.100.2")])),
         map
     ));
-    assert_eq!(names(&s).len(), 2, "the last known set is kept during the relist");
+    assert_eq!(
+        names(&s).len(),
+        2,
+        "the last known set is kept during the relist"
+    );
     assert!(!s.apply(
         Event::InitApply(node("d", &[("InternalIP", "198.51.100.4")])),
         map
@@ -205,8 +223,14 @@ fn a_relist_replaces_the_set_and_the_old_set_stays_visible_until_it_is_done() {
     );
     // A relist with the same answer changes nothing.
     s.apply(Event::Init, map);
-    s.apply(Event::InitApply(node("b", &[("InternalIP", "198.51.100.2")])), map);
-    s.apply(Event::InitApply(node("d", &[("InternalIP", "198.51.100.4")])), map);
+    s.apply(
+        Event::InitApply(node("b", &[("InternalIP", "198.51.100.2")])),
+        map,
+    );
+    s.apply(
+        Event::InitApply(node("d", &[("InternalIP", "198.51.100.4")])),
+        map,
+    );
     assert!(!s.apply(Event::InitDone, map));
 }
 
@@ -220,7 +244,12 @@ fn two_pods_on_one_node_make_one_peer_and_a_pod_that_stops_running_leaves() {
         map,
     );
     s.apply(
-        Event::InitApply(pod("new", Some("node-a"), "Running", &["198.51.100.6", "fd00::6"])),
+        Event::InitApply(pod(
+            "new",
+            Some("node-a"),
+            "Running",
+            &["198.51.100.6", "fd00::6"],
+        )),
         map,
     );
     s.apply(
