@@ -58,6 +58,7 @@ fn a_peer_list_of_100000_is_bounded_and_reported() {
         tcp_port: 8080,
         static_peers: peers,
         dns: None,
+        kubernetes: None,
         firewall_manage: false,
         firewall_interfaces: Vec::new(),
     };

@@ -13,6 +13,8 @@
 //!     static: [{ name: node-a, addresses: ["198.51.100.1", "fd00::1"] }]
 //!     dns: { name: "netprobe-mesh.kube-system.svc.cluster.local", port: 8080, refresh: "30s",
 //!            server: "10.96.0.10:53" }  # server defaults to the first nameserver of /etc/resolv.conf
+//!     kubernetes: { nodes: true }  # or { pods: { label_selector: "app=netprobe", namespace: "kube-system" } }
+//!                                  # optional port: (default tcp_port)
 //!   firewall: { manage: false, interfaces: ["antrea-gw0"] }  # true: keep the mesh's rules in place
 //! ```
 
@@ -89,16 +91,14 @@ struct RawDns {
 struct RawKubernetes {
     nodes: Option<bool>,
     pods: Option<RawPods>,
+    port: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPods {
-    #[allow(
-        dead_code,
-        reason = "Kubernetes discovery is not implemented yet; parsed for the error"
-    )]
     label_selector: Option<String>,
+    namespace: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,6 +148,8 @@ pub struct MeshConfig {
     pub static_peers: Vec<StaticPeer>,
     /// DNS discovery.
     pub dns: Option<DnsDiscovery>,
+    /// Kubernetes discovery (a watch on Nodes or Pods, see [`crate::mesh::kubernetes`]).
+    pub kubernetes: Option<KubernetesDiscovery>,
     /// `firewall.manage`: keep the mesh's rules in place on `firewall.interfaces` (the same code
     /// as `netprobe firewall ensure`, reconciled every 30 s).
     pub firewall_manage: bool,
@@ -178,6 +180,96 @@ pub struct DnsDiscovery {
     pub server: Option<SocketAddr>,
 }
 
+/// `discovery.kubernetes`: peers from the Kubernetes API, kept current by one watch (list once, then
+/// watch from the list's `resourceVersion`; never a list per discovery pass). The API server and its
+/// credentials come from `KUBECONFIG` / `~/.kube/config` or, inside a pod, the service account
+/// (kube-rs `Client::try_default`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesDiscovery {
+    /// What is watched.
+    pub source: KubernetesSource,
+    /// The agents' port (the TCP fallback uses it). Default: `tcp_port`.
+    pub port: Option<u16>,
+}
+
+/// What `discovery.kubernetes` watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KubernetesSource {
+    /// `nodes: true`: every Node, named by its name, probed at its `InternalIP` addresses (both
+    /// families on a dual-stack node). Needs `get`, `list`, `watch` on `nodes` (cluster scope).
+    Nodes,
+    /// `pods: {…}`: the Running pods matching `label_selector` (e.g. the agents' DaemonSet), named
+    /// by the node they run on (`spec.nodeName`), probed at their `status.podIPs`. Needs `get`,
+    /// `list`, `watch` on `pods` (cluster scope, or in `namespace`).
+    Pods {
+        /// A Kubernetes label selector (`app=netprobe`, `tier in (a,b)`, `!canary`); `None` = every pod.
+        label_selector: Option<String>,
+        /// Only this namespace; `None` = all namespaces.
+        namespace: Option<String>,
+    },
+}
+
+/// Checks `discovery.kubernetes`. The label selector's grammar is left to the API server (its
+/// refusal is a discovery error); here only its character set is checked.
+fn validate_kubernetes(k: RawKubernetes) -> Result<Option<KubernetesDiscovery>, String> {
+    let source = match (k.nodes.unwrap_or(false), k.pods) {
+        (true, Some(_)) => {
+            return Err(
+                "mesh.discovery.kubernetes has both nodes: true and pods; expected one of them"
+                    .to_owned(),
+            );
+        }
+        (true, None) => KubernetesSource::Nodes,
+        (false, Some(p)) => {
+            let label_selector = p
+                .label_selector
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty());
+            if let Some(sel) = &label_selector
+                && let Some(bad) = sel
+                    .chars()
+                    .find(|c| !(c.is_ascii_alphanumeric() || "-_./=!,() ".contains(*c)))
+            {
+                return Err(format!(
+                    "mesh.discovery.kubernetes.pods.label_selector {sel:?} has {bad:?}; expected a \
+                     Kubernetes label selector like \"app=netprobe\" or \"tier in (a,b),!canary\""
+                ));
+            }
+            let namespace = p.namespace.map(|n| n.trim().to_owned());
+            if let Some(ns) = &namespace
+                && (ns.is_empty()
+                    || ns.len() > 63
+                    || !ns
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    || ns.starts_with('-')
+                    || ns.ends_with('-'))
+            {
+                return Err(format!(
+                    "mesh.discovery.kubernetes.pods.namespace {ns:?} is not a namespace name; \
+                     expected a DNS label like kube-system (omit it for all namespaces)"
+                ));
+            }
+            KubernetesSource::Pods {
+                label_selector,
+                namespace,
+            }
+        }
+        (false, None) if k.nodes == Some(false) => return Ok(None),
+        (false, None) => {
+            return Err(
+                "mesh.discovery.kubernetes names nothing to watch; expected nodes: true or \
+                 pods: { label_selector: \"app=netprobe\" }"
+                    .to_owned(),
+            );
+        }
+    };
+    Ok(Some(KubernetesDiscovery {
+        source,
+        port: k.port,
+    }))
+}
+
 /// Validates `raw`; `listen_port` is the default `tcp_port`. Errors are messages for the `mesh:` key.
 pub(crate) fn validate(raw: RawMesh, listen_port: u16) -> Result<MeshConfig, String> {
     let packets = raw.packets.unwrap_or(5);
@@ -204,15 +296,10 @@ pub(crate) fn validate(raw: RawMesh, listen_port: u16) -> Result<MeshConfig, Str
         dns: None,
         kubernetes: None,
     });
-    if let Some(k) = &discovery.kubernetes
-        && (k.nodes.unwrap_or(false) || k.pods.is_some())
-    {
-        return Err(
-            "mesh.discovery.kubernetes is not implemented yet; use discovery.dns with a headless Service \
-             or discovery.static"
-                .to_owned(),
-        );
-    }
+    let kubernetes = match discovery.kubernetes {
+        Some(k) => validate_kubernetes(k)?,
+        None => None,
+    };
     let mut static_peers: Vec<StaticPeer> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for p in discovery.static_peers.unwrap_or_default() {
@@ -257,8 +344,8 @@ pub(crate) fn validate(raw: RawMesh, listen_port: u16) -> Result<MeshConfig, Str
             })
         }
     };
-    if static_peers.is_empty() && dns.is_none() {
-        return Err("mesh.discovery lists no peers; expected static or dns".to_owned());
+    if static_peers.is_empty() && dns.is_none() && kubernetes.is_none() {
+        return Err("mesh.discovery lists no peers; expected static, dns or kubernetes".to_owned());
     }
     let firewall = raw.firewall.unwrap_or(RawFirewall {
         manage: None,
@@ -275,6 +362,7 @@ pub(crate) fn validate(raw: RawMesh, listen_port: u16) -> Result<MeshConfig, Str
         tcp_port: raw.tcp_port.unwrap_or(listen_port),
         static_peers,
         dns,
+        kubernetes,
         firewall_manage: firewall.manage.unwrap_or(false),
         firewall_interfaces: firewall.interfaces.unwrap_or_default(),
     })
@@ -286,7 +374,7 @@ pub(crate) fn validate(raw: RawMesh, listen_port: u16) -> Result<MeshConfig, Str
     reason = "in a test a panic is the failure report"
 )]
 mod tests {
-    use crate::config::parse;
+    use crate::config::{KubernetesDiscovery, KubernetesSource, parse};
 
     fn load(text: &str) -> Result<crate::config::Config, String> {
         let env = |k: &str| (k == "NODE_NAME").then(|| "node-a".to_owned());
@@ -294,7 +382,7 @@ mod tests {
     }
 
     #[test]
-    fn the_issue_example_loads_apart_from_kubernetes() {
+    fn the_issue_example_loads_with_kubernetes_discovery() {
         let cfg = load(
             r#"
 mesh:
@@ -306,6 +394,7 @@ mesh:
   discovery:
     static: [{ name: node-a, addresses: ["198.51.100.1", "fd00::1"] }]
     dns: { name: "netprobe-mesh.kube-system.svc.cluster.local", port: 8080, refresh: "30s" }
+    kubernetes: { nodes: true }            # or { pods: { label_selector: "app=netprobe" } }
   firewall: { manage: true, interfaces: ["antrea-gw0"] }
 "#,
         )
@@ -318,10 +407,92 @@ mesh:
         assert_eq!(m.static_peers[0].addresses.len(), 2);
         assert_eq!(m.dns.unwrap().refresh.as_secs(), 30);
         assert!(m.firewall_manage);
+        assert_eq!(
+            m.kubernetes,
+            Some(KubernetesDiscovery {
+                source: KubernetesSource::Nodes,
+                port: None
+            })
+        );
+    }
 
-        let err = load("mesh: { node_name: a, discovery: { kubernetes: { nodes: true } } }\n")
-            .unwrap_err();
-        assert!(err.contains("not implemented yet"), "{err}");
+    #[test]
+    fn kubernetes_discovery_alone_is_enough_and_pods_take_a_selector_and_namespace() {
+        let m = load(
+            "mesh: { node_name: a, discovery: { kubernetes: { nodes: true, port: 9000 } } }\n",
+        )
+        .unwrap()
+        .mesh
+        .unwrap();
+        assert!(m.static_peers.is_empty() && m.dns.is_none());
+        assert_eq!(
+            m.kubernetes,
+            Some(KubernetesDiscovery {
+                source: KubernetesSource::Nodes,
+                port: Some(9000)
+            })
+        );
+        let m = load(
+            "mesh: { node_name: a, discovery: { kubernetes: { pods: { label_selector: \" app=netprobe,tier in (a,b) \", namespace: kube-system } } } }\n",
+        )
+        .unwrap()
+        .mesh
+        .unwrap();
+        assert_eq!(
+            m.kubernetes.unwrap().source,
+            KubernetesSource::Pods {
+                label_selector: Some("app=netprobe,tier in (a,b)".to_owned()),
+                namespace: Some("kube-system".to_owned()),
+            }
+        );
+        // An empty selector is every pod, in every namespace.
+        let m = load(
+            "mesh: { node_name: a, discovery: { kubernetes: { pods: { label_selector: \"\" } } } }\n",
+        )
+        .unwrap()
+        .mesh
+        .unwrap();
+        assert_eq!(
+            m.kubernetes.unwrap().source,
+            KubernetesSource::Pods {
+                label_selector: None,
+                namespace: None,
+            }
+        );
+    }
+
+    #[test]
+    fn bad_kubernetes_sections_are_refused() {
+        for (text, want) in [
+            (
+                "mesh: { node_name: a, discovery: { kubernetes: { nodes: true, pods: {} } } }\n",
+                "both nodes: true and pods",
+            ),
+            (
+                "mesh: { node_name: a, discovery: { kubernetes: {} } }\n",
+                "names nothing to watch",
+            ),
+            (
+                "mesh: { node_name: a, discovery: { kubernetes: { nodes: false } } }\n",
+                "lists no peers",
+            ),
+            (
+                "mesh: { node_name: a, discovery: { kubernetes: { pods: { label_selector: \"app=a;b\" } } } }\n",
+                "label_selector",
+            ),
+            (
+                "mesh: { node_name: a, discovery: { kubernetes: { pods: { namespace: Kube_System } } } }\n",
+                "not a namespace name",
+            ),
+            (
+                "mesh: { node_name: a, discovery: { kubernetes: { services: true } } }\n",
+                "services",
+            ),
+        ] {
+            let err = load(text).unwrap_err();
+            assert!(err.contains(want), "{text}: {err}");
+            assert!(err.starts_with("t.yaml:1:"), "{err}");
+        }
     }
 
     #[test]

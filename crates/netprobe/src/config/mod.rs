@@ -62,7 +62,9 @@ use probe::icmp::{IcmpConfig, IcmpEngine, IcmpProber};
 use probe::tcp::{TcpConfig, TcpProber};
 
 pub use self::error::ConfigError;
-pub use self::mesh::{DnsDiscovery, MAX_STATIC_PEERS, MeshConfig, StaticPeer};
+pub use self::mesh::{
+    DnsDiscovery, KubernetesDiscovery, KubernetesSource, MAX_STATIC_PEERS, MeshConfig, StaticPeer,
+};
 use crate::conditions::Condition;
 
 /// The largest config file accepted, in bytes (before and after `${VAR}` expansion).

@@ -1,5 +1,10 @@
-//! Where mesh peers come from: the static list and the A/AAAA records of a DNS name (a headless
-//! Service), re-resolved every `refresh` through the project's DNS client ([`probe::dns`]).
+//! Where mesh peers come from: the static list, the Kubernetes API (the snapshot a long-lived watch
+//! keeps, see [`super::kubernetes`]) and the A/AAAA records of a DNS name (a headless Service),
+//! re-resolved every `refresh` through the project's DNS client ([`probe::dns`]).
+//!
+//! Precedence when sources overlap: static first; a Kubernetes peer named like a static one is
+//! dropped and its addresses already listed are not repeated; a DNS address already listed by
+//! either is not repeated.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -8,6 +13,7 @@ use std::time::Duration;
 use probe::Details;
 use probe::dns::{DnsConfig, DnsProber};
 
+use super::kubernetes::KubeWatch;
 use crate::config::{DnsDiscovery, MAX_STATIC_PEERS, MeshConfig};
 
 /// Bound on one DNS query.
@@ -16,7 +22,8 @@ const DNS_TIMEOUT: Duration = Duration::from_secs(2);
 /// A discovered node and the addresses to probe on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
-    /// Node name (the static name, or for DNS the address itself).
+    /// Node name (the static name, the Kubernetes Node name or the pod's `spec.nodeName`, or for
+    /// DNS the address itself).
     pub name: String,
     /// Addresses, each probed and reported separately (dual-stack nodes have two).
     pub addresses: Vec<IpAddr>,
@@ -29,15 +36,22 @@ pub struct Node {
 /// The outcome of one discovery pass.
 #[derive(Debug, Clone, Default)]
 pub struct Discovered {
-    /// Nodes by name (deduplicated; a DNS address already listed statically is not repeated).
+    /// Nodes by name (deduplicated; an address already listed by an earlier source is not repeated).
     pub nodes: BTreeMap<String, Node>,
-    /// What failed (DNS errors, truncation), in words, for the API and logs.
+    /// What failed (DNS errors, Kubernetes watch errors since the last pass, truncation), in words,
+    /// for the API and logs.
     pub errors: Vec<String>,
 }
 
 /// Runs every configured discovery once. When DNS fails altogether, the nodes it found in
 /// `previous` are kept (a resolver outage must not empty the mesh); the error is reported.
-pub async fn discover(cfg: &MeshConfig, previous: &BTreeMap<String, Node>) -> Discovered {
+/// Kubernetes peers are `kube`'s current snapshot (no API request here); the watch keeps its last
+/// known set through errors, which are reported in the pass after they happened.
+pub async fn discover(
+    cfg: &MeshConfig,
+    previous: &BTreeMap<String, Node>,
+    kube: Option<&KubeWatch>,
+) -> Discovered {
     let mut out = Discovered::default();
     for p in &cfg.static_peers {
         out.nodes.insert(
@@ -49,6 +63,10 @@ pub async fn discover(cfg: &MeshConfig, previous: &BTreeMap<String, Node>) -> Di
                 from_dns: false,
             },
         );
+    }
+    if let Some(kube) = kube {
+        merge_kubernetes(&mut out, kube.nodes());
+        out.errors.extend(kube.take_errors());
     }
     if let Some(dns) = &cfg.dns {
         let listed: Vec<IpAddr> = out
@@ -93,6 +111,32 @@ pub async fn discover(cfg: &MeshConfig, previous: &BTreeMap<String, Node>) -> Di
         }
     }
     out
+}
+
+/// Adds the Kubernetes peers to `out` (static ones already in): a name already taken is skipped,
+/// addresses already listed are dropped, and a peer left without any is skipped.
+fn merge_kubernetes(out: &mut Discovered, peers: BTreeMap<String, Node>) {
+    let listed: std::collections::HashSet<IpAddr> = out
+        .nodes
+        .values()
+        .flat_map(|n| n.addresses.iter().copied())
+        .collect();
+    for (name, mut node) in peers {
+        if out.nodes.contains_key(&name) {
+            continue;
+        }
+        node.addresses.retain(|a| !listed.contains(a));
+        if node.addresses.is_empty() {
+            continue;
+        }
+        if out.nodes.len() >= MAX_STATIC_PEERS {
+            out.errors.push(format!(
+                "Kubernetes discovery: more than {MAX_STATIC_PEERS} nodes; the rest are ignored"
+            ));
+            break;
+        }
+        out.nodes.insert(name, node);
+    }
 }
 
 /// A and AAAA of `dns.name`: the addresses (sorted, deduplicated) and the errors of a query that

@@ -1,6 +1,9 @@
 //! The node latency mesh: every agent measures RTT, jitter and loss to its peers.
 //!
-//! * `discovery` — the static list and DNS A/AAAA of a headless Service, re-resolved every `refresh`.
+//! * `discovery` — the static list, the Kubernetes peers and DNS A/AAAA of a headless Service,
+//!   re-resolved every `refresh`.
+//! * `kubernetes` — one long-lived watch (kube-rs informer) on Nodes or Pods feeding a snapshot;
+//!   a change wakes the discovery task at once (at most one pass per [`MIN_PASS_GAP`]).
 //! * `select` — full mesh for small meshes, rendezvous hashing above (each node observed by exactly
 //!   `min(k, n - 1)` others).
 //! * `round` — one round of one pair: `packets` echoes on the shared ICMP engine spread over the
@@ -15,6 +18,7 @@
 //! instead of bursts. The discovery task reconciles the set of pair tasks after every pass.
 
 pub mod discovery;
+pub mod kubernetes;
 pub mod round;
 pub mod select;
 pub mod stats;
@@ -51,6 +55,10 @@ const ICMP_RETRY_ROUNDS: u32 = 6;
 /// Discovery interval when only static peers are configured (they cannot change; the pass still
 /// refreshes the local-address check).
 const STATIC_REFRESH: Duration = Duration::from_secs(60);
+
+/// Least time between two discovery passes woken by Kubernetes changes: a burst of watch events
+/// (a rolling update) makes one reconcile, not one per event.
+pub const MIN_PASS_GAP: Duration = Duration::from_secs(1);
 
 /// One probed (peer, address).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -451,11 +459,17 @@ async fn discovery_loop(
     cancel: CancellationToken,
 ) {
     let refresh = state.cfg.dns.as_ref().map_or(STATIC_REFRESH, |d| d.refresh);
+    let kube = state
+        .cfg
+        .kubernetes
+        .as_ref()
+        .map(|k| kubernetes::KubeWatch::start(k, state.cfg.tcp_port, &tracker, cancel.clone()));
     let mut running: HashMap<PairKey, CancellationToken> = HashMap::new();
     let mut previous = BTreeMap::new();
     loop {
+        let pass_started = tokio::time::Instant::now();
         let found = tokio::select! {
-            f = discovery::discover(&state.cfg, &previous) => f,
+            f = discovery::discover(&state.cfg, &previous, kube.as_ref()) => f,
             () = cancel.cancelled() => break,
         };
         let mut names: Vec<String> = found.nodes.keys().cloned().collect();
@@ -544,8 +558,20 @@ async fn discovery_loop(
             discovery_errors: found.errors,
             dropped_nodes: dropped,
         };
+        let kube_changed = async {
+            match &kube {
+                Some(k) => k.changed().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = tokio::time::sleep(refresh) => {}
+            () = kube_changed => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(pass_started + MIN_PASS_GAP) => {}
+                    () = cancel.cancelled() => break,
+                }
+            }
             () = cancel.cancelled() => break,
         }
     }
