@@ -602,10 +602,11 @@ async fn pair_loop(
             () = tokio::time::sleep_until(next) => {}
             () = cancel.cancelled() => return,
         }
+        let slot = next;
         next += cfg.interval;
         let use_icmp = cfg.icmp && (!cfg.tcp || icmp_failed.is_none_or(|n| n >= ICMP_RETRY_ROUNDS));
         let (stats, rtts, outcome) = tokio::select! {
-            s = run_round(spec, prober.as_ref().map_err(String::as_str), use_icmp, &icmp_reason) => s,
+            s = run_round(spec, slot, prober.as_ref().map_err(String::as_str), use_icmp, &icmp_reason) => s,
             () = cancel.cancelled() => return,
         };
         if let Some(o) = &outcome {
@@ -641,12 +642,13 @@ async fn pair_loop(
 /// marked with the reason ICMP failed (`icmp-disabled` when `protocols` has no `icmp`).
 async fn run_round(
     spec: RoundSpec,
+    slot: tokio::time::Instant,
     prober: Result<&probe::icmp::IcmpProber, &str>,
     use_icmp: bool,
     icmp_reason: &str,
 ) -> (RoundStats, Vec<f64>, Option<probe::Outcome>) {
     if use_icmp {
-        round::icmp(spec, prober).await
+        round::icmp(spec, slot, prober).await
     } else {
         let (mut stats, rtts) = round::tcp(spec).await;
         stats.fallback_reason = Some(if icmp_reason.is_empty() {

@@ -66,11 +66,13 @@ pub fn icmp_prober(
     IcmpProber::new(cfg, Arc::clone(engine))
 }
 
-/// An ICMP round on the pair's prober ([`icmp_prober`]; `Err` carries why it could not be built),
+/// An ICMP round on the pair's prober ([`icmp_prober`]; `Err` carries why it could not be built)
+/// whose echoes are due from `at` (the round's slot, so that pairs of a slot share timer ticks),
 /// with the answered RTTs (seconds) and the probe's outcome (for a diagnosis). `reason` is set (and
 /// the caller may fall back to TCP) when an echo was lost or no socket could be opened.
 pub async fn icmp(
     spec: RoundSpec,
+    at: tokio::time::Instant,
     prober: Result<&IcmpProber, &str>,
 ) -> (RoundStats, Vec<f64>, Option<probe::Outcome>) {
     let started = now_ns();
@@ -82,7 +84,7 @@ pub async fn icmp(
             return (s, Vec::new(), None);
         }
     };
-    let outcome = prober.probe(spec.budget()).await;
+    let outcome = prober.probe_scheduled(at, spec.budget()).await;
     let rtts = match &outcome.details {
         Details::Icmp(d) => d.rtts.clone(),
         _ => Vec::new(),
