@@ -11,8 +11,9 @@
 //! (`mesh_rounds`, written once a second in one transaction) for the history endpoint.
 //!
 //! One long-lived task per (peer, address) runs its rounds at a fixed rate, each starting at its own
-//! offset inside the interval (a hash of the pair picks one of the interval's 10 ms `PHASE_SLOT`s), so an
-//! agent with many peers sends small bursts spread over the interval, one timer wake-up per slot. The discovery task reconciles the set of pair tasks after every pass.
+//! offset inside the interval (a hash of the pair picks one of the interval's 10 ms `PHASE_SLOT`s),
+//! so an agent with many peers sends small bursts spread over the interval, one timer wake-up per
+//! slot. The discovery task reconciles the set of pair tasks after every pass.
 
 pub mod discovery;
 pub mod round;
