@@ -103,6 +103,34 @@ async fn pings_ipv6_loopback() {
     assert_eq!(engine.opened().first().map(|(f, _)| *f), Some(Family::V6));
 }
 
+/// Scheduled probes: echoes due from the given instant (a start in time keeps the schedule, a late
+/// start is re-timed from now instead of bursting the overdue echoes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_probes_keep_their_schedule_unless_late() {
+    let engine = Arc::new(IcmpEngine::new());
+    let p = prober(&engine, "127.0.0.1", 3, 100);
+    // Due 150 ms from now: the last echo (at +200 ms) goes out ~350 ms from now.
+    let t0 = Instant::now();
+    let first = tokio::time::Instant::now() + Duration::from_millis(150);
+    let o = p.probe_scheduled(first, TIMEOUT).await;
+    assert_all_answered(&o, "127.0.0.1", 3);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(340),
+        "{:?}",
+        t0.elapsed()
+    );
+    // Due a second ago: re-timed from now, so the echoes still go out 100 ms apart (~200 ms).
+    let t0 = Instant::now();
+    let late = tokio::time::Instant::now() - Duration::from_secs(1);
+    let o = p.probe_scheduled(late, TIMEOUT).await;
+    assert_all_answered(&o, "127.0.0.1", 3);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(190),
+        "{:?}",
+        t0.elapsed()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_go_through_the_resolver() {
     let engine = Arc::new(IcmpEngine::new());

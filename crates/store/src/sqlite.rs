@@ -47,7 +47,7 @@ const ROWS_PER_INSERT: usize = 100;
 /// and a 100-row INSERT compiles to tens of kB, so letting every remainder size (1–99) have its own
 /// statement grew the writer connection by megabytes; this keeps it to 8 shapes, at the cost of
 /// at most 6 extra statements per batch.
-fn insert_rows(remaining: usize) -> usize {
+pub(crate) fn insert_rows(remaining: usize) -> usize {
     if remaining >= ROWS_PER_INSERT {
         ROWS_PER_INSERT
     } else {

@@ -14,8 +14,9 @@
 //! (`mesh_rounds`, written once a second in one transaction) for the history endpoint.
 //!
 //! One long-lived task per (peer, address) runs its rounds at a fixed rate, each starting at its own
-//! offset inside the interval (a hash of the pair), so an agent with many peers sends a steady trickle
-//! instead of bursts. The discovery task reconciles the set of pair tasks after every pass.
+//! offset inside the interval (a hash of the pair picks one of the interval's 10 ms `PHASE_SLOT`s),
+//! so an agent with many peers sends small bursts spread over the interval, one timer wake-up per
+//! slot. The discovery task reconciles the set of pair tasks after every pass.
 
 pub mod discovery;
 pub mod kubernetes;
@@ -51,6 +52,12 @@ const STORE_FLUSH: Duration = Duration::from_secs(1);
 /// After ICMP failed, a pair with the TCP fallback probes over TCP and retries ICMP every this many
 /// rounds.
 const ICMP_RETRY_ROUNDS: u32 = 6;
+
+/// Pair phases are multiples of this (at most the interval), so pairs whose echoes fall in the same
+/// slot are woken by one timer tick and send together: 100 wake-ups a second instead of one per
+/// millisecond tick with 1,000 peers, which was most of the mesh's scheduling cost (BENCHMARKS.md).
+/// 10 ms of spread keeps the bursts small (1,000 peers × 5 echoes: ~50 echoes per slot).
+const PHASE_SLOT: Duration = Duration::from_millis(10);
 
 /// Discovery interval when only static peers are configured (they cannot change; the pass still
 /// refreshes the local-address check).
@@ -102,6 +109,15 @@ pub struct MeshState {
     metrics: Arc<Metrics>,
     pairs: RwLock<BTreeMap<PairKey, PairEntry>>,
     status: RwLock<MeshStatus>,
+    /// The origin of every pair's phase: pairs started at different times share one slot grid.
+    epoch: tokio::time::Instant,
+}
+
+/// A pair's metric series for one protocol, looked up once instead of once per round (a label-set
+/// hash and three string allocations each time).
+struct Series {
+    rtt: prometheus_client::metrics::histogram::Histogram,
+    loss: prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 /// One row of `GET /api/v1/mesh`.
@@ -267,13 +283,16 @@ impl MeshState {
         }
     }
 
-    fn record(&self, key: &PairKey, stats: RoundStats) {
-        let labels = self.labels(key, stats.protocol);
-        self.metrics
-            .mesh
-            .loss
-            .get_or_create(&labels)
-            .set(stats.loss_ratio);
+    fn series(&self, key: &PairKey, protocol: MeshProtocol) -> Series {
+        let labels = self.labels(key, protocol);
+        Series {
+            rtt: self.metrics.mesh.rtt.get_or_create_owned(&labels),
+            loss: self.metrics.mesh.loss.get_or_create_owned(&labels),
+        }
+    }
+
+    fn record(&self, key: &PairKey, series: &Series, stats: RoundStats) {
+        series.loss.set(stats.loss_ratio);
         // Log changes of state only: a dead peer must not log once per round.
         let before = self
             .pairs
@@ -310,17 +329,6 @@ impl MeshState {
         let mut pairs = self.pairs.write();
         if let Some(e) = pairs.get_mut(key) {
             e.latest = Some(stats);
-        }
-    }
-
-    fn observe_rtts(&self, key: &PairKey, protocol: MeshProtocol, rtts: &[f64]) {
-        let hist = self
-            .metrics
-            .mesh
-            .rtt
-            .get_or_create_owned(&self.labels(key, protocol));
-        for r in rtts {
-            hist.observe(*r);
         }
     }
 
@@ -362,6 +370,7 @@ pub fn start(
         metrics,
         pairs: RwLock::new(BTreeMap::new()),
         status: RwLock::new(MeshStatus::default()),
+        epoch: tokio::time::Instant::now(),
     });
     let st = Arc::clone(&state);
     let t = tracker.clone();
@@ -577,14 +586,29 @@ async fn discovery_loop(
     }
 }
 
-/// The pair's phase inside the interval: a hash of the pair, so pairs start spread out and keep
-/// their slot across restarts.
+/// The pair's phase inside the interval: a hash of the pair picks one of the interval's
+/// [`PHASE_SLOT`]s, so pairs start spread out and keep their slot across restarts.
 fn phase(key: &PairKey, interval: Duration) -> Duration {
     let h = select::name_hash(&format!("{}/{}", key.node, key.ip));
-    let nanos = u64::try_from(interval.as_nanos())
-        .unwrap_or(u64::MAX)
-        .max(1);
-    Duration::from_nanos(h % nanos)
+    let slot = PHASE_SLOT.min(interval);
+    let slots = (interval.as_nanos() / slot.as_nanos().max(1)).max(1);
+    let pick = u32::try_from(u128::from(h) % slots).unwrap_or(0);
+    slot * pick
+}
+
+/// The first start at or after `now` on the pair's grid `epoch + phase + k × interval`.
+fn first_start(
+    epoch: tokio::time::Instant,
+    phase: Duration,
+    interval: Duration,
+    now: tokio::time::Instant,
+) -> tokio::time::Instant {
+    let at = epoch + phase;
+    if at >= now {
+        return at;
+    }
+    let k = (now - at).as_nanos().div_ceil(interval.as_nanos().max(1));
+    at + interval * u32::try_from(k).unwrap_or(u32::MAX)
 }
 
 async fn pair_loop(
@@ -601,7 +625,15 @@ async fn pair_loop(
         packets: cfg.packets,
         interval: cfg.interval,
     };
-    let mut next = tokio::time::Instant::now() + phase(&key, cfg.interval);
+    let mut next = first_start(
+        state.epoch,
+        phase(&key, cfg.interval),
+        cfg.interval,
+        tokio::time::Instant::now(),
+    );
+    let prober = round::icmp_prober(spec, &engine).map_err(|e| e.to_string());
+    // [ICMP, TCP] series, looked up on the protocol's first round.
+    let mut series: [Option<Series>; 2] = [None, None];
     // TCP rounds since ICMP last failed (None = ICMP works or was never tried).
     let mut icmp_failed: Option<u32> = None;
     let mut icmp_reason = String::new();
@@ -612,10 +644,11 @@ async fn pair_loop(
             () = tokio::time::sleep_until(next) => {}
             () = cancel.cancelled() => return,
         }
+        let slot = next;
         next += cfg.interval;
         let use_icmp = cfg.icmp && (!cfg.tcp || icmp_failed.is_none_or(|n| n >= ICMP_RETRY_ROUNDS));
         let (stats, rtts, outcome) = tokio::select! {
-            s = run_round(spec, &engine, use_icmp, &icmp_reason) => s,
+            s = run_round(spec, slot, prober.as_ref().map_err(String::as_str), use_icmp, &icmp_reason) => s,
             () = cancel.cancelled() => return,
         };
         if let Some(o) = &outcome {
@@ -631,8 +664,12 @@ async fn pair_loop(
         } else if let Some(n) = icmp_failed.as_mut() {
             *n += 1;
         }
-        state.observe_rtts(&key, stats.protocol, &rtts);
-        state.record(&key, stats);
+        let slot = &mut series[usize::from(stats.protocol == MeshProtocol::Tcp)];
+        let pair_series = slot.get_or_insert_with(|| state.series(&key, stats.protocol));
+        for r in &rtts {
+            pair_series.rtt.observe(*r);
+        }
+        state.record(&key, pair_series, stats);
         let now = tokio::time::Instant::now();
         if next < now {
             // A round overran (a stalled runtime): skip the missed slots rather than burst.
@@ -647,12 +684,13 @@ async fn pair_loop(
 /// marked with the reason ICMP failed (`icmp-disabled` when `protocols` has no `icmp`).
 async fn run_round(
     spec: RoundSpec,
-    engine: &Arc<IcmpEngine>,
+    slot: tokio::time::Instant,
+    prober: Result<&probe::icmp::IcmpProber, &str>,
     use_icmp: bool,
     icmp_reason: &str,
 ) -> (RoundStats, Vec<f64>, Option<probe::Outcome>) {
     if use_icmp {
-        round::icmp(spec, engine).await
+        round::icmp(spec, slot, prober).await
     } else {
         let (mut stats, rtts) = round::tcp(spec).await;
         stats.fallback_reason = Some(if icmp_reason.is_empty() {
@@ -661,5 +699,55 @@ async fn run_round(
             icmp_reason.to_owned()
         });
         (stats, rtts, None)
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    reason = "in a test a panic is the failure report"
+)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_are_whole_slots_inside_the_interval_and_spread() {
+        let interval = Duration::from_secs(1);
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..1_000u32 {
+            let key = PairKey {
+                node: format!("p{i}"),
+                ip: IpAddr::from([198, 51, 100, (i % 250) as u8]),
+            };
+            let p = phase(&key, interval);
+            assert!(p < interval);
+            assert_eq!(p.as_nanos() % PHASE_SLOT.as_nanos(), 0, "{p:?}");
+            seen.insert(p);
+        }
+        assert!(
+            seen.len() > 90,
+            "1,000 pairs use most of the 100 slots: {}",
+            seen.len()
+        );
+        // An interval shorter than a slot: every pair starts at the beginning.
+        let key = PairKey {
+            node: "a".into(),
+            ip: IpAddr::from([198, 51, 100, 1]),
+        };
+        assert_eq!(phase(&key, Duration::from_millis(3)), Duration::ZERO);
+    }
+
+    #[test]
+    fn first_start_is_on_the_grid_and_not_in_the_past() {
+        let epoch = tokio::time::Instant::now();
+        let (phase, interval) = (Duration::from_millis(30), Duration::from_secs(1));
+        assert_eq!(first_start(epoch, phase, interval, epoch), epoch + phase);
+        let now = epoch + Duration::from_millis(2_500);
+        assert_eq!(
+            first_start(epoch, phase, interval, now),
+            epoch + Duration::from_millis(3_030)
+        );
+        let exact = epoch + Duration::from_millis(2_030);
+        assert_eq!(first_start(epoch, phase, interval, exact), exact);
     }
 }

@@ -50,20 +50,33 @@ pub fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
-/// An ICMP round, with the answered RTTs (seconds) and the probe's outcome (for a diagnosis). `reason` is set (and the caller may fall back to TCP) when an echo was lost or no
-/// socket could be opened.
-pub async fn icmp(
+/// The prober of one pair's ICMP rounds: `packets` echoes `spacing` apart. Built once per pair and
+/// reused by every round (a round only borrows it). Errors: the configuration is invalid (the
+/// round then reports it as its reason).
+pub fn icmp_prober(
     spec: RoundSpec,
     engine: &Arc<IcmpEngine>,
-) -> (RoundStats, Vec<f64>, Option<probe::Outcome>) {
-    let started = now_ns();
+) -> Result<IcmpProber, probe::ConfigError> {
     let cfg = IcmpConfig {
         host: spec.ip.to_string(),
         count: spec.packets,
         interval: HumanDuration(spec.spacing()),
         ..IcmpConfig::new(spec.ip.to_string())
     };
-    let prober = match IcmpProber::new(cfg, Arc::clone(engine)) {
+    IcmpProber::new(cfg, Arc::clone(engine))
+}
+
+/// An ICMP round on the pair's prober ([`icmp_prober`]; `Err` carries why it could not be built)
+/// whose echoes are due from `at` (the round's slot, so that pairs of a slot share timer ticks),
+/// with the answered RTTs (seconds) and the probe's outcome (for a diagnosis). `reason` is set (and
+/// the caller may fall back to TCP) when an echo was lost or no socket could be opened.
+pub async fn icmp(
+    spec: RoundSpec,
+    at: tokio::time::Instant,
+    prober: Result<&IcmpProber, &str>,
+) -> (RoundStats, Vec<f64>, Option<probe::Outcome>) {
+    let started = now_ns();
+    let prober = match prober {
         Ok(p) => p,
         Err(e) => {
             let mut s = aggregate(MeshProtocol::Icmp, started, &[], &[]);
@@ -71,7 +84,7 @@ pub async fn icmp(
             return (s, Vec::new(), None);
         }
     };
-    let outcome = prober.probe(spec.budget()).await;
+    let outcome = prober.probe_scheduled(at, spec.budget()).await;
     let rtts = match &outcome.details {
         Details::Icmp(d) => d.rtts.clone(),
         _ => Vec::new(),

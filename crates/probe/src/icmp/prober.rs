@@ -14,6 +14,10 @@ use crate::outcome::IcmpDetails;
 use crate::resolve::{Family, resolve};
 use crate::{ConfigError, Details, Outcome, Phase, PhaseTiming, Reason};
 
+/// How late a [`IcmpProber::probe_scheduled`] probe may start and still keep its schedule; later,
+/// the echoes are re-timed from the actual start rather than sent in a catch-up burst.
+const SCHEDULE_SLACK: Duration = Duration::from_millis(5);
+
 /// A kernel receive stamp may exceed the user-space RTT by this much before it is distrusted (the two
 /// clocks are read a few nanoseconds apart; anything larger means CLOCK_REALTIME was stepped).
 const CLOCK_SLACK: Duration = Duration::from_micros(50);
@@ -83,6 +87,26 @@ impl IcmpProber {
     /// errno's reason when nothing could be sent, `host-unreachable`/`network-unreachable` when only
     /// ICMP errors came back, else `timeout`.
     pub async fn probe(&self, timeout: Duration) -> Outcome {
+        self.probe_inner(None, timeout).await
+    }
+
+    /// [`probe`](Self::probe) with echo `i` due at `first_send + i × interval` rather than counted
+    /// from when the echo loop starts, so that callers running many probes on one schedule (the
+    /// mesh) put their echoes on the same timer ticks: one runtime wake-up sends many echoes. A
+    /// `first_send` more than a few milliseconds in the past (a late start) is replaced by now.
+    pub async fn probe_scheduled(
+        &self,
+        first_send: tokio::time::Instant,
+        timeout: Duration,
+    ) -> Outcome {
+        self.probe_inner(Some(first_send), timeout).await
+    }
+
+    async fn probe_inner(
+        &self,
+        first_send: Option<tokio::time::Instant>,
+        timeout: Duration,
+    ) -> Outcome {
         let started = Instant::now();
         let now = tokio::time::Instant::now();
         let deadline = now
@@ -145,7 +169,12 @@ impl IcmpProber {
         });
         details.mode = Some(session.mode());
 
-        let (echoes, send_error) = self.exchange(&mut session, deadline).await;
+        let now = tokio::time::Instant::now();
+        let first = match first_send {
+            Some(at) if now.saturating_duration_since(at) <= SCHEDULE_SLACK => at,
+            _ => now,
+        };
+        let (echoes, send_error) = self.exchange(&mut session, first, deadline).await;
         drop(session);
         summarize(
             addr,
@@ -164,6 +193,7 @@ impl IcmpProber {
     async fn exchange(
         &self,
         session: &mut Session,
+        first: tokio::time::Instant,
         deadline: tokio::time::Instant,
     ) -> (Vec<Echo>, Option<io::Error>) {
         let count = self.cfg.count;
@@ -172,7 +202,6 @@ impl IcmpProber {
         let mut send_error = None;
         let mut next: u16 = 0;
         let mut in_flight = 0usize;
-        let first = tokio::time::Instant::now();
         let send_timer = tokio::time::sleep_until(first);
         let deadline_timer = tokio::time::sleep_until(deadline);
         tokio::pin!(send_timer, deadline_timer);

@@ -40,3 +40,24 @@ async fn mesh_rounds_round_trip_newest_first_and_are_pruned() {
     assert!(store.mesh_rounds("node-c", 10).await.unwrap().is_empty());
     store.close().await;
 }
+
+/// A batch larger than one multi-row INSERT (and with an odd remainder) keeps every round, in order.
+#[tokio::test]
+async fn a_large_mesh_batch_is_stored_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("h.db")).await.unwrap();
+    let batch: Vec<_> = (0..1_003)
+        .map(|i| round("node-b", "fd00::2", i, f64::from(i as u32 % 7) / 10.0))
+        .collect();
+    store.append_mesh_rounds(&batch).await.unwrap();
+    let got = store.mesh_rounds("node-b", 2_000).await.unwrap();
+    assert_eq!(got.len(), 1_003);
+    for (g, i) in got.iter().zip((0..1_003).rev()) {
+        assert_eq!(g.started_ms, i);
+        assert_eq!(
+            g.stats.to_value().unwrap()["loss_ratio"],
+            f64::from(i as u32 % 7) / 10.0
+        );
+    }
+    store.close().await;
+}
