@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 
 use lab::{Netns, Veth};
-use mesh_support::{Agents, eventually, get};
+use mesh_support::{Agents, drop_echo_requests, eventually, get};
 use serde_json::Value;
 
 const PORT: u16 = 8080;
@@ -70,19 +70,7 @@ fn managed_firewall_restores_the_mesh_path_the_host_firewall_blocked() {
     let (a, b) = (Netns::new("npmfwa").unwrap(), Netns::new("npmfwb").unwrap());
     let veth = Veth::connect(&a, "198.51.100.31/24", &b, "198.51.100.32/24").unwrap();
     // The incident: B's host firewall drops echo-requests.
-    b.exec_ok(&[
-        "iptables-nft",
-        "-w",
-        "-A",
-        "INPUT",
-        "-p",
-        "icmp",
-        "--icmp-type",
-        "echo-request",
-        "-j",
-        "DROP",
-    ])
-    .unwrap();
+    drop_echo_requests(&b, "iptables-nft");
 
     let dir = tempfile::tempdir().unwrap();
     let spawn = |ns: &Netns, cfg: String| {

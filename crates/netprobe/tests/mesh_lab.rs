@@ -18,7 +18,7 @@ use std::thread;
 use std::time::Duration;
 
 use lab::{Netns, Veth};
-use mesh_support::{Agents, Dnsmasq, eventually, get, now_ns, promtool_check};
+use mesh_support::{Agents, Dnsmasq, drop_echo_requests, eventually, get, now_ns, promtool_check};
 use serde_json::Value;
 
 const NODES: usize = 5;
@@ -229,32 +229,8 @@ mesh:
     // 3. Node 4 drops every echo-request, both families: its pairs lose everything over ICMP
     // and switch to TCP connects to its agent port, which still answer.
     let blocked = 4;
-    nodes[blocked]
-        .exec_ok(&[
-            "iptables",
-            "-A",
-            "INPUT",
-            "-p",
-            "icmp",
-            "--icmp-type",
-            "echo-request",
-            "-j",
-            "DROP",
-        ])
-        .unwrap();
-    nodes[blocked]
-        .exec_ok(&[
-            "ip6tables",
-            "-A",
-            "INPUT",
-            "-p",
-            "icmpv6",
-            "--icmpv6-type",
-            "echo-request",
-            "-j",
-            "DROP",
-        ])
-        .unwrap();
+    drop_echo_requests(&nodes[blocked], "iptables");
+    drop_echo_requests(&nodes[blocked], "ip6tables");
     let since = now_ns() + 100_000_000;
     thread::sleep(Duration::from_secs(9));
 

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 
 use lab::{Netns, Veth};
-use mesh_support::{Agents, eventually, get, post, promtool_check};
+use mesh_support::{Agents, drop_echo_requests, eventually, get, post, promtool_check};
 use serde_json::Value;
 
 const NODES: usize = 3;
@@ -143,19 +143,7 @@ mesh:
     }
 
     // node-1 drops echo requests in its own namespace; TCP to its agent still passes.
-    nodes[ECHO_BLOCKED]
-        .exec_ok(&[
-            "iptables",
-            "-A",
-            "INPUT",
-            "-p",
-            "icmp",
-            "--icmp-type",
-            "echo-request",
-            "-j",
-            "DROP",
-        ])
-        .unwrap();
+    drop_echo_requests(&nodes[ECHO_BLOCKED], "iptables");
     // node-2 drops everything from and to node-0: its agent cannot be asked.
     let observer_ip = ip(OBSERVER);
     nodes[CUT_OFF]

@@ -29,13 +29,33 @@ impl Drop for Agents {
 
 /// A minimal HTTP/1.0 GET from inside `ns`; (status, body), status 0 if nothing answers.
 pub fn get(ns: &Netns, addr: SocketAddr, path: &str) -> (u16, String) {
-    let path = path.to_owned();
+    request(
+        ns,
+        addr,
+        format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n"),
+        5,
+    )
+}
+
+/// A minimal HTTP/1.0 POST of a JSON `body` from inside `ns`; (status, body), status 0 if
+/// nothing answers.
+pub fn post(ns: &Netns, addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
+    let req = format!(
+        "POST {path} HTTP/1.0\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    request(ns, addr, req, 10)
+}
+
+/// Sends `req` to `addr` from inside `ns` and reads the answer for at most `read_secs`.
+fn request(ns: &Netns, addr: SocketAddr, req: String, read_secs: u64) -> (u16, String) {
     ns.run_in(move || {
         let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
             return (0, String::new());
         };
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(read_secs)))
+            .unwrap();
+        s.write_all(req.as_bytes()).unwrap();
         let mut buf = String::new();
         let _ = s.read_to_string(&mut buf);
         let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
@@ -49,32 +69,27 @@ pub fn get(ns: &Netns, addr: SocketAddr, path: &str) -> (u16, String) {
     .unwrap()
 }
 
-/// A minimal HTTP/1.0 POST of a JSON `body` from inside `ns`; (status, body), status 0 if
-/// nothing answers.
-pub fn post(ns: &Netns, addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
-    let (path, body) = (path.to_owned(), body.to_owned());
-    ns.run_in(move || {
-        let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-            return (0, String::new());
-        };
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(
-            s,
-            "POST {path} HTTP/1.0\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut buf = String::new();
-        let _ = s.read_to_string(&mut buf);
-        let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        (status, body.to_owned())
-    })
-    .unwrap()
+/// Appends a rule to `ns`'s INPUT, with `tool` (`iptables`, `iptables-nft`, `ip6tables`), that
+/// drops every ICMP (ICMPv6 for `ip6tables`) echo request: the blocked node of the mesh tests.
+pub fn drop_echo_requests(ns: &Netns, tool: &str) {
+    let (proto, opt) = if tool.starts_with("ip6") {
+        ("icmpv6", "--icmpv6-type")
+    } else {
+        ("icmp", "--icmp-type")
+    };
+    ns.exec_ok(&[
+        tool,
+        "-w",
+        "-A",
+        "INPUT",
+        "-p",
+        proto,
+        opt,
+        "echo-request",
+        "-j",
+        "DROP",
+    ])
+    .unwrap();
 }
 
 pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
