@@ -259,6 +259,7 @@ pub(crate) struct Session {
     v6: bool,
     token: u64,
     mailbox: Arc<Mailbox>,
+    /// Every sequence number registered by this session (withdrawn from the dispatcher on drop).
     seqs: Vec<u16>,
     packet: Vec<u8>,
 }
@@ -288,6 +289,9 @@ impl Session {
                 ),
             ));
         };
+        // Kept before sending, so that a send cancelled while it waits out a full send buffer
+        // (the caller's timeout dropping this future) is still unregistered when the session drops.
+        self.seqs.push(seq);
         if self.packet.is_empty() {
             packet::build_echo_request(
                 &mut self.packet,
@@ -316,10 +320,12 @@ impl Session {
                     .counters
                     .sent
                     .fetch_add(1, Ordering::Relaxed);
-                self.seqs.push(seq);
                 shared.after_send();
             }
-            Err(_) => shared.dispatcher.unregister(self.addr, self.token, [seq]),
+            Err(_) => {
+                self.seqs.pop();
+                shared.dispatcher.unregister(self.addr, self.token, [seq]);
+            }
         }
         result
     }
