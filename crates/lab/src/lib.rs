@@ -3,8 +3,9 @@
 //! Tests that cross a network build their own hosts: each [`Netns`] is a fresh network namespace
 //! with a unique name (`PREFIX-PID-N`), its loopback up, deleted (and any process left in it killed)
 //! when dropped — also when the test panics. [`Veth::connect`] joins two namespaces with a veth pair
-//! and addresses. Everything goes through iproute2's `ip` and `std::process::Command`; every command
-//! is bounded in time ([`COMMAND_TIMEOUT`] unless stated).
+//! and addresses; a [`Bridge`] is a switch several namespaces plug into. Everything goes through
+//! iproute2's `ip` and `std::process::Command`; every command is bounded in time
+//! ([`COMMAND_TIMEOUT`] unless stated).
 //!
 //! Running code *inside* a namespace, two ways:
 //! * [`Netns::run_in`] runs a closure on a new thread that first enters the namespace (`setns(2)`).
@@ -30,6 +31,7 @@
     )
 )]
 
+mod bridge;
 pub mod child;
 mod netns;
 mod run;
@@ -37,6 +39,7 @@ mod veth;
 
 use std::process::Output;
 
+pub use bridge::Bridge;
 pub use child::{ChildRun, Reexec, SharedExe};
 pub use netns::Netns;
 pub use run::{COMMAND_TIMEOUT, run_bounded};

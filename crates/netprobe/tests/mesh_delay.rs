@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use lab::{Netns, Veth};
+use lab::{Bridge, Netns};
 use mesh_support::{Agents, eventually, get};
 use serde_json::Value;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -84,20 +84,12 @@ fn rtt_avg(v: &Value, node: &str) -> Option<f64> {
 
 #[test]
 fn delay_from_a_delaying_responder_shows_on_its_pair_only() {
-    let switch = Netns::new("npdelsw").unwrap();
-    switch
-        .ip(&["link", "add", "br0", "type", "bridge"])
-        .unwrap();
-    switch.ip(&["link", "set", "br0", "up"]).unwrap();
+    let switch = Bridge::new("npdelsw").unwrap();
     let nodes: Vec<Netns> = (0..3).map(|_| Netns::new("npdel").unwrap()).collect();
     let mut veths = Vec::new();
     for (i, ns) in nodes.iter().enumerate() {
         let addr = format!("198.51.100.{}/24", i + 1);
-        let veth = Veth::connect_multi(ns, &[&addr], &switch, &[]).unwrap();
-        switch
-            .ip(&["link", "set", veth.b_name(), "master", "br0"])
-            .unwrap();
-        veths.push(veth);
+        veths.push(switch.attach(ns, &[&addr]).unwrap());
     }
     nodes[1]
         .sysctl("net.ipv4.icmp_echo_ignore_all", "1")

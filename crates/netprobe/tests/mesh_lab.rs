@@ -17,7 +17,7 @@ use std::process::Stdio;
 use std::thread;
 use std::time::Duration;
 
-use lab::{Netns, Veth};
+use lab::{Bridge, Netns, Veth};
 use mesh_support::{Agents, Dnsmasq, drop_echo_requests, eventually, get, now_ns, promtool_check};
 use serde_json::Value;
 
@@ -89,21 +89,13 @@ fn loss(rounds: &[(String, u64, u64)], protocol: &str) -> (f64, u64) {
 
 #[test]
 fn five_agents_on_a_bridge_measure_every_pair_and_see_injected_loss_and_blocks() {
-    let switch = Netns::new("npmeshsw").unwrap();
-    switch
-        .ip(&["link", "add", "br0", "type", "bridge"])
-        .unwrap();
-    switch.ip(&["link", "set", "br0", "up"]).unwrap();
+    let switch = Bridge::new("npmeshsw").unwrap();
     let nodes: Vec<Netns> = (0..NODES).map(|_| Netns::new("npmesh").unwrap()).collect();
     let mut veths = Vec::new();
     for (i, ns) in nodes.iter().enumerate() {
         let a4 = format!("{}/24", v4(i));
         let a6 = format!("{}/64", v6(i));
-        let veth = Veth::connect_multi(ns, &[&a4, &a6], &switch, &[]).unwrap();
-        switch
-            .ip(&["link", "set", veth.b_name(), "master", "br0"])
-            .unwrap();
-        veths.push(veth);
+        veths.push(switch.attach(ns, &[&a4, &a6]).unwrap());
     }
 
     let dir = tempfile::tempdir().unwrap();
@@ -351,11 +343,7 @@ mesh:
 fn three_agents_discover_each_other_through_a_real_dnsmasq_and_survive_its_outage() {
     const DNS_NODES: usize = 3;
     let ip = |i: usize| format!("203.0.113.{}", i + 1);
-    let switch = Netns::new("npmdnssw").unwrap();
-    switch
-        .ip(&["link", "add", "br0", "type", "bridge"])
-        .unwrap();
-    switch.ip(&["link", "set", "br0", "up"]).unwrap();
+    let switch = Bridge::new("npmdnssw").unwrap();
     let dns_ns = Netns::new("npmdns").unwrap();
     let nodes: Vec<Netns> = (0..DNS_NODES)
         .map(|_| Netns::new("npmdnsn").unwrap())
@@ -367,11 +355,7 @@ fn three_agents_discover_each_other_through_a_real_dnsmasq_and_survive_its_outag
         .map(|(i, ns)| (ns, format!("{}/24", ip(i))))
         .chain(std::iter::once((&dns_ns, "203.0.113.53/24".to_owned())))
     {
-        let veth = Veth::connect_multi(ns, &[&addr], &switch, &[]).unwrap();
-        switch
-            .ip(&["link", "set", veth.b_name(), "master", "br0"])
-            .unwrap();
-        veths.push(veth);
+        veths.push(switch.attach(ns, &[&addr]).unwrap());
     }
     let dir = tempfile::tempdir().unwrap();
     let hosts = dir.path().join("hosts");

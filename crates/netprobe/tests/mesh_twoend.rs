@@ -14,7 +14,7 @@ mod mesh_support;
 use std::net::SocketAddr;
 use std::process::Stdio;
 
-use lab::{Netns, Veth};
+use lab::{Bridge, Netns};
 use mesh_support::{Agents, drop_echo_requests, eventually, get, post, promtool_check};
 use serde_json::Value;
 
@@ -67,19 +67,11 @@ fn ids(findings: &Value) -> Vec<&str> {
 
 #[test]
 fn a_lost_pair_is_diagnosed_from_both_ends() {
-    let switch = Netns::new("np2endsw").unwrap();
-    switch
-        .ip(&["link", "add", "br0", "type", "bridge"])
-        .unwrap();
-    switch.ip(&["link", "set", "br0", "up"]).unwrap();
+    let switch = Bridge::new("np2endsw").unwrap();
     let nodes: Vec<Netns> = (0..NODES).map(|_| Netns::new("np2end").unwrap()).collect();
     let mut veths = Vec::new();
     for (i, ns) in nodes.iter().enumerate() {
-        let veth = Veth::connect_multi(ns, &[&format!("{}/24", ip(i))], &switch, &[]).unwrap();
-        switch
-            .ip(&["link", "set", veth.b_name(), "master", "br0"])
-            .unwrap();
-        veths.push(veth);
+        veths.push(switch.attach(ns, &[&format!("{}/24", ip(i))]).unwrap());
     }
     let dir = tempfile::tempdir().unwrap();
     let peers: String = (0..NODES)
