@@ -11,13 +11,12 @@ mod mesh_support;
 
 use std::io::Read as _;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use lab::{Bridge, Netns};
-use mesh_support::{Agents, eventually, get};
+use mesh_support::{Agents, agent_command, eventually, get};
 use serde_json::Value;
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -124,13 +123,8 @@ mesh:
         ),
     )
     .unwrap();
-    let mut cmd = nodes[0].command(&[env!("CARGO_BIN_EXE_netprobe"), "run", "-c"]);
-    cmd.arg(&cfg)
-        .args(["--listen", "198.51.100.1:8080"])
-        .env("NETPROBE_LOG", "error")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    let agents = Agents(vec![cmd.spawn().unwrap()]);
+    let agent = agent_command(&nodes[0], &cfg, "198.51.100.1:8080").spawn();
+    let agents = Agents(vec![agent.unwrap()]);
     let addr: SocketAddr = "198.51.100.1:8080".parse().unwrap();
     let (slow, fast) = eventually(20, "rounds to both peers", || {
         let (_, body) = get(&nodes[0], addr, "/api/v1/mesh");

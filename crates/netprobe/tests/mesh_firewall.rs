@@ -11,10 +11,10 @@
 mod mesh_support;
 
 use std::net::SocketAddr;
-use std::process::Stdio;
+use std::path::Path;
 
 use lab::{Netns, Veth};
-use mesh_support::{Agents, drop_echo_requests, eventually, get};
+use mesh_support::{Agents, agent_command, drop_echo_requests, eventually, get};
 use serde_json::Value;
 
 const PORT: u16 = 8080;
@@ -74,13 +74,9 @@ fn managed_firewall_restores_the_mesh_path_the_host_firewall_blocked() {
 
     let dir = tempfile::tempdir().unwrap();
     let spawn = |ns: &Netns, cfg: String| {
-        let mut cmd = ns.command(&[env!("CARGO_BIN_EXE_netprobe"), "run", "-c"]);
-        cmd.arg(cfg)
-            .args(["--listen", &format!("0.0.0.0:{PORT}")])
-            .env("NETPROBE_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        cmd.spawn().unwrap()
+        agent_command(ns, Path::new(&cfg), &format!("0.0.0.0:{PORT}"))
+            .spawn()
+            .unwrap()
     };
     let cfg_a = config(dir.path(), "node-a", ("node-b", "198.51.100.32"), None);
     let mut agents = Agents(vec![spawn(&a, cfg_a)]);

@@ -18,7 +18,9 @@ use std::thread;
 use std::time::Duration;
 
 use lab::{Bridge, Netns, Veth};
-use mesh_support::{Agents, Dnsmasq, drop_echo_requests, eventually, get, now_ns, promtool_check};
+use mesh_support::{
+    Agents, Dnsmasq, agent_command, drop_echo_requests, eventually, get, now_ns, promtool_check,
+};
 use serde_json::Value;
 
 const NODES: usize = 5;
@@ -130,14 +132,10 @@ mesh:
             ),
         )
         .unwrap();
-        let mut cmd = ns.command(&[env!("CARGO_BIN_EXE_netprobe"), "run", "-c"]);
-        cmd.arg(&cfg)
-            .args(["--listen", &format!("[::]:{PORT}")])
-            .env("NODE_NAME", name(i))
-            .env("NETPROBE_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        agents.0.push(cmd.spawn().unwrap());
+        let mut cmd = agent_command(ns, &cfg, &format!("[::]:{PORT}"));
+        agents
+            .0
+            .push(cmd.env("NODE_NAME", name(i)).spawn().unwrap());
     }
 
     // 1. Convergence: every agent has all 4 peers × 2 families plus the ghost, RTT plausible, loss 0.
@@ -406,13 +404,10 @@ mesh:
             ),
         )
         .unwrap();
-        let mut cmd = ns.command(&[env!("CARGO_BIN_EXE_netprobe"), "run", "-c"]);
-        cmd.arg(&cfg)
-            .args(["--listen", &format!("{}:{PORT}", ip(i))])
-            .env("NETPROBE_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        agents.0.push(cmd.spawn().unwrap());
+        let listen = format!("{}:{PORT}", ip(i));
+        agents
+            .0
+            .push(agent_command(ns, &cfg, &listen).spawn().unwrap());
     }
     let view = |i: usize| -> Value {
         let addr: SocketAddr = format!("{}:{PORT}", ip(i)).parse().unwrap();

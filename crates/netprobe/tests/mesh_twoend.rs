@@ -12,10 +12,11 @@
 mod mesh_support;
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 
 use lab::{Bridge, Netns};
-use mesh_support::{Agents, drop_echo_requests, eventually, get, post, promtool_check};
+use mesh_support::{
+    Agents, agent_command, drop_echo_requests, eventually, get, post, promtool_check,
+};
 use serde_json::Value;
 
 const NODES: usize = 3;
@@ -105,13 +106,10 @@ mesh:
             ),
         )
         .unwrap();
-        let mut cmd = ns.command(&[env!("CARGO_BIN_EXE_netprobe"), "run", "-c"]);
-        cmd.arg(&cfg)
-            .args(["--listen", &format!("0.0.0.0:{PORT}")])
-            .env("NETPROBE_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        agents.0.push(cmd.spawn().unwrap());
+        let listen = format!("0.0.0.0:{PORT}");
+        agents
+            .0
+            .push(agent_command(ns, &cfg, &listen).spawn().unwrap());
     }
     // Every pair clean first: the loss below is a transition, as in production.
     for (i, ns) in nodes.iter().enumerate() {

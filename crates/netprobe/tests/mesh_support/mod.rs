@@ -4,7 +4,8 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Child;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -25,6 +26,18 @@ impl Drop for Agents {
             let _ = c.wait();
         }
     }
+}
+
+/// `netprobe run -c CFG --listen LISTEN` inside `ns` (the real binary), logging errors only, stdin
+/// and stdout closed; callers add environment and spawn it.
+pub fn agent_command(ns: &Netns, cfg: &Path, listen: &str) -> Command {
+    let mut cmd = ns.command(&[env!("CARGO_BIN_EXE_netprobe"), "run", "-c"]);
+    cmd.arg(cfg)
+        .args(["--listen", listen])
+        .env("NETPROBE_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    cmd
 }
 
 /// A minimal HTTP/1.0 GET from inside `ns`; (status, body), status 0 if nothing answers.
