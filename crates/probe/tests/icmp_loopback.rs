@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use probe::icmp::{IcmpConfig, IcmpEngine, IcmpProber, IpFamily};
+use probe::icmp::{IcmpConfig, IcmpEngine, IcmpProber, IcmpRounds, IpFamily};
 use probe::resolve::Family;
 use probe::{Details, HumanDuration, IcmpDetails, Outcome, Phase, Reason};
 
@@ -103,31 +103,116 @@ async fn pings_ipv6_loopback() {
     assert_eq!(engine.opened().first().map(|(f, _)| *f), Some(Family::V6));
 }
 
-/// Scheduled probes: echoes due from the given instant (a start in time keeps the schedule, a late
-/// start is re-timed from now instead of bursting the overdue echoes).
+/// Probes through the rounds driver keep their schedule: echoes due from the given instant (a start
+/// in time keeps it, a late start is re-timed from now instead of bursting the overdue echoes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scheduled_probes_keep_their_schedule_unless_late() {
+async fn rounds_keep_their_schedule_unless_late() {
     let engine = Arc::new(IcmpEngine::new());
+    let rounds = IcmpRounds::new();
     let p = prober(&engine, "127.0.0.1", 3, 100);
     // Due 150 ms from now: the last echo (at +200 ms) goes out ~350 ms from now.
     let t0 = Instant::now();
     let first = tokio::time::Instant::now() + Duration::from_millis(150);
-    let o = p.probe_scheduled(first, TIMEOUT).await;
+    let o = rounds.probe(&p, first, TIMEOUT).await;
     assert_all_answered(&o, "127.0.0.1", 3);
     assert!(
         t0.elapsed() >= Duration::from_millis(340),
         "{:?}",
         t0.elapsed()
     );
+    // The probe's duration counts from its first echo, not from the wait before it.
+    assert!(o.duration < Duration::from_millis(300), "{o:?}");
     // Due a second ago: re-timed from now, so the echoes still go out 100 ms apart (~200 ms).
     let t0 = Instant::now();
     let late = tokio::time::Instant::now() - Duration::from_secs(1);
-    let o = p.probe_scheduled(late, TIMEOUT).await;
+    let o = rounds.probe(&p, late, TIMEOUT).await;
     assert_all_answered(&o, "127.0.0.1", 3);
     assert!(
         t0.elapsed() >= Duration::from_millis(190),
         "{:?}",
         t0.elapsed()
+    );
+}
+
+/// 60 probes of both families on one rounds driver, several to the same address and all on one
+/// schedule: each gets exactly its own replies, and nothing stays in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rounds_of_many_probes_never_mix_replies() {
+    let engine = Arc::new(IcmpEngine::new());
+    let rounds = Arc::new(IcmpRounds::new());
+    let targets: Vec<String> = (0..60)
+        .map(|i| match i % 3 {
+            0 => "::1".to_owned(),
+            _ => format!("127.0.0.{}", 1 + i % 10),
+        })
+        .collect();
+    let first = tokio::time::Instant::now() + Duration::from_millis(20);
+    let mut tasks = Vec::new();
+    for t in &targets {
+        let p = prober(&engine, t, 5, 10);
+        let rounds = rounds.clone();
+        tasks.push(tokio::spawn(async move {
+            rounds.probe(&p, first, TIMEOUT).await
+        }));
+    }
+    for (t, task) in targets.iter().zip(tasks) {
+        let o = task.await.unwrap();
+        assert_all_answered(&o, t, 5);
+    }
+    let stats = engine.stats();
+    assert_eq!(
+        (stats.sent, stats.replies, stats.errors, stats.in_flight),
+        (300, 300, 0, 0),
+        "{stats:?}"
+    );
+}
+
+/// A round whose caller goes away is withdrawn at its next echo; the driver goes on with others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_round_is_withdrawn() {
+    let engine = Arc::new(IcmpEngine::new());
+    let rounds = IcmpRounds::new();
+    // 100 echoes 10 ms apart take a second; give up after 50 ms.
+    let p = prober(&engine, "127.0.0.1", 100, 10);
+    let now = tokio::time::Instant::now();
+    let r = tokio::time::timeout(Duration::from_millis(50), rounds.probe(&p, now, TIMEOUT)).await;
+    assert!(r.is_err(), "the probe was cancelled mid-flight");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stats = engine.stats();
+    assert!(stats.sent >= 2 && stats.sent < 20, "{stats:?}");
+    assert_eq!(stats.in_flight, 0, "{stats:?}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(engine.stats().sent, stats.sent, "nothing sent after");
+    let o = rounds
+        .probe(&prober(&engine, "127.0.0.1", 2, 1), now, TIMEOUT)
+        .await;
+    assert_all_answered(&o, "127.0.0.1", 2);
+}
+
+/// The timeout bounds a driven round as it bounds a probe: echoes that do not fit are not sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeout_bounds_a_driven_round() {
+    let engine = Arc::new(IcmpEngine::new());
+    let rounds = IcmpRounds::new();
+    let started = Instant::now();
+    let o = rounds
+        .probe(
+            &prober(&engine, "127.0.0.1", 10, 100),
+            tokio::time::Instant::now(),
+            Duration::from_millis(250),
+        )
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(o.success, "{o:?}");
+    assert_eq!((icmp(&o).sent, icmp(&o).received), (3, 3), "{o:?}");
+    assert!(
+        o.message.contains("only 3 of 10 echo requests fit"),
+        "{}",
+        o.message
     );
 }
 

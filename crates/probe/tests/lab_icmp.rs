@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lab::{Netns, Reexec, SharedExe, Veth};
-use probe::icmp::{IcmpConfig, IcmpEngine, IcmpProber};
+use probe::icmp::{IcmpConfig, IcmpEngine, IcmpProber, IcmpRounds};
 use probe::resolve::Family;
 use probe::tcp::{TcpConfig, TcpProber};
 use probe::{Details, HumanDuration, IcmpDetails, IcmpSocketMode, Outcome, Reason};
@@ -43,6 +43,10 @@ fn lab() -> Lab {
         &["198.51.100.2/24", "fd00::2/64"],
     )
     .unwrap();
+    // The peer sends more ICMP errors than the kernel's default rate limit lets through to one
+    // destination (a burst of 6, then one a second): every probe runs twice.
+    b.sysctl("net.ipv4.icmp_ratelimit", "0").unwrap();
+    b.sysctl("net.ipv6.icmp.ratelimit", "0").unwrap();
     Lab { a, b }
 }
 
@@ -70,31 +74,41 @@ fn icmp(o: &Outcome) -> &IcmpDetails {
     }
 }
 
-async fn ping(engine: &Arc<IcmpEngine>, host: &str, count: u16, timeout: Duration) -> Outcome {
+/// The same probe twice: on its own ([`IcmpProber::probe`]), then through the rounds driver.
+async fn ping(
+    engine: &Arc<IcmpEngine>,
+    rounds: &IcmpRounds,
+    host: &str,
+    count: u16,
+    timeout: Duration,
+) -> [Outcome; 2] {
     let mut cfg = IcmpConfig::new(host);
     cfg.count = count;
     cfg.interval = HumanDuration(Duration::from_millis(10));
-    IcmpProber::new(cfg, engine.clone())
-        .unwrap()
-        .probe(timeout)
-        .await
+    let p = IcmpProber::new(cfg, engine.clone()).unwrap();
+    let alone = p.probe(timeout).await;
+    let driven = rounds.probe(&p, tokio::time::Instant::now(), timeout).await;
+    [alone, driven]
 }
 
-/// Reachable, then silently dropped, then rejected with each kind of unreachable, for both families.
+/// Reachable, then silently dropped, then rejected with each kind of unreachable, for both families,
+/// each probe run alone and through an [`IcmpRounds`] driver.
 async fn icmp_scenarios(lab: &Lab, mode: IcmpSocketMode) {
     let engine = Arc::new(IcmpEngine::new());
+    let rounds = IcmpRounds::new();
     assert_eq!(engine.mode(Family::V4).unwrap(), mode);
     assert_eq!(engine.mode(Family::V6).unwrap(), mode);
 
     for host in PEERS {
-        let o = ping(&engine, host, 3, UP).await;
-        assert!(o.success, "{host}: {o:?}");
-        let d = icmp(&o);
-        assert_eq!((d.sent, d.received, d.mode), (3, 3, Some(mode)), "{o:?}");
-        assert!(
-            d.rtts.iter().all(|r| r.is_some_and(|r| r > 0.0 && r < 1.0)),
-            "{o:?}"
-        );
+        for o in ping(&engine, &rounds, host, 3, UP).await {
+            assert!(o.success, "{host}: {o:?}");
+            let d = icmp(&o);
+            assert_eq!((d.sent, d.received, d.mode), (3, 3, Some(mode)), "{o:?}");
+            assert!(
+                d.rtts.iter().all(|r| r.is_some_and(|r| r > 0.0 && r < 1.0)),
+                "{o:?}"
+            );
+        }
     }
 
     // Silently dropped requests: a timeout with nothing received. ICMPv6 drops only echo requests so
@@ -115,17 +129,18 @@ async fn icmp_scenarios(lab: &Lab, mode: IcmpSocketMode) {
     ])
     .unwrap();
     for host in PEERS {
-        let o = ping(&engine, host, 3, DOWN).await;
-        assert_eq!(o.reason, Some(Reason::Timeout), "{host}: {o:?}");
-        assert_eq!(
-            (icmp(&o).sent, icmp(&o).received, icmp(&o).loss_ratio),
-            (3, 0, 1.0),
-            "{o:?}"
-        );
-        assert!(
-            o.duration >= DOWN && o.duration < DOWN + Duration::from_millis(300),
-            "{o:?}"
-        );
+        for o in ping(&engine, &rounds, host, 3, DOWN).await {
+            assert_eq!(o.reason, Some(Reason::Timeout), "{host}: {o:?}");
+            assert_eq!(
+                (icmp(&o).sent, icmp(&o).received, icmp(&o).loss_ratio),
+                (3, 0, 1.0),
+                "{o:?}"
+            );
+            assert!(
+                o.duration >= DOWN && o.duration < DOWN + Duration::from_millis(300),
+                "{o:?}"
+            );
+        }
     }
 
     // Rejected requests: the ICMP error quoting our echo names the reason.
@@ -169,19 +184,20 @@ async fn icmp_scenarios(lab: &Lab, mode: IcmpSocketMode) {
         });
         rule.extend(["-j", "REJECT", "--reject-with", with]);
         b.exec_ok(&rule).unwrap();
-        let o = ping(&engine, host, 2, UP).await;
-        assert_eq!(o.reason, Some(reason), "{with}: {o:?}");
-        assert_eq!((icmp(&o).sent, icmp(&o).received), (2, 0), "{o:?}");
-        assert!(
-            o.duration < Duration::from_secs(1),
-            "errors end the probe early: {o:?}"
-        );
-        assert!(o.message.contains(host), "{}", o.message);
+        for o in ping(&engine, &rounds, host, 2, UP).await {
+            assert_eq!(o.reason, Some(reason), "{with}: {o:?}");
+            assert_eq!((icmp(&o).sent, icmp(&o).received), (2, 0), "{o:?}");
+            assert!(
+                o.duration < Duration::from_secs(1),
+                "errors end the probe early: {o:?}"
+            );
+            assert!(o.message.contains(host), "{}", o.message);
+        }
     }
     b.exec_ok(&["iptables", "-F", "INPUT"]).unwrap();
     b.exec_ok(&["ip6tables", "-F", "INPUT"]).unwrap();
     let stats = engine.stats();
-    assert_eq!((stats.errors, stats.in_flight), (8, 0), "{stats:?}");
+    assert_eq!((stats.errors, stats.in_flight), (16, 0), "{stats:?}");
 }
 
 #[test]
@@ -205,19 +221,22 @@ fn icmp_over_a_veth_link_with_datagram_sockets() {
         icmp_scenarios(&lab, IcmpSocketMode::Datagram).await;
 
         // Concurrent probes of both families through the datagram sockets, where the kernel picks
-        // the identifier: each still gets exactly its own replies.
+        // the identifier, alone and through one rounds driver: each still gets exactly its own
+        // replies.
         let engine = Arc::new(IcmpEngine::new());
+        let rounds = Arc::new(IcmpRounds::new());
         let tasks: Vec<_> = (0..20)
             .map(|i| {
-                let engine = engine.clone();
-                tokio::spawn(async move { ping(&engine, PEERS[i % 2], 5, UP).await })
+                let (engine, rounds) = (engine.clone(), rounds.clone());
+                tokio::spawn(async move { ping(&engine, &rounds, PEERS[i % 2], 5, UP).await })
             })
             .collect();
         for t in tasks {
-            let o = t.await.unwrap();
-            assert_eq!((icmp(&o).sent, icmp(&o).received), (5, 5), "{o:?}");
+            for o in t.await.unwrap() {
+                assert_eq!((icmp(&o).sent, icmp(&o).received), (5, 5), "{o:?}");
+            }
         }
-        assert_eq!(engine.stats().replies, 100);
+        assert_eq!(engine.stats().replies, 200);
     });
 }
 
@@ -380,11 +399,14 @@ async fn permission_child() {
         "setpriv dropped to uid 65534"
     );
     let engine = Arc::new(IcmpEngine::new());
+    let rounds = IcmpRounds::new();
+    let [v4, _] = ping(&engine, &rounds, "127.0.0.1", 2, UP).await;
+    let [v6, _] = ping(&engine, &rounds, "::1", 2, UP).await;
     let report = ChildReport {
         mode_v4: engine.mode(Family::V4).map_err(|e| e.to_string()),
         mode_v6: engine.mode(Family::V6).map_err(|e| e.to_string()),
-        v4: ping(&engine, "127.0.0.1", 2, UP).await,
-        v6: ping(&engine, "::1", 2, UP).await,
+        v4,
+        v6,
     };
     lab::child::emit(&serde_json::to_string(&report).unwrap());
 }

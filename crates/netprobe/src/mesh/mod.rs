@@ -15,8 +15,10 @@
 //!
 //! One long-lived task per (peer, address) runs its rounds at a fixed rate, each starting at its own
 //! offset inside the interval (a hash of the pair picks one of the interval's 10 ms `PHASE_SLOT`s),
-//! so an agent with many peers sends small bursts spread over the interval, one timer wake-up per
-//! slot. The discovery task reconciles the set of pair tasks after every pass.
+//! so an agent with many peers sends small bursts spread over the interval. ICMP rounds are handed
+//! to one [`IcmpRounds`] driver, which sends each slot's echoes in one pass and settles the rounds
+//! itself: a pair task wakes once per round, not per echo and reply. The discovery task reconciles
+//! the set of pair tasks after every pass.
 
 pub mod discovery;
 pub mod kubernetes;
@@ -30,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
-use probe::icmp::IcmpEngine;
+use probe::icmp::{IcmpEngine, IcmpRounds};
 use serde::Serialize;
 use store::{Json, MeshRoundRecord, Store};
 use tokio_util::sync::CancellationToken;
@@ -111,6 +113,8 @@ pub struct MeshState {
     status: RwLock<MeshStatus>,
     /// The origin of every pair's phase: pairs started at different times share one slot grid.
     epoch: tokio::time::Instant,
+    /// Sends and settles every pair's ICMP rounds.
+    rounds: IcmpRounds,
 }
 
 /// A pair's metric series for one protocol, looked up once instead of once per round (a label-set
@@ -371,6 +375,7 @@ pub fn start(
         pairs: RwLock::new(BTreeMap::new()),
         status: RwLock::new(MeshStatus::default()),
         epoch: tokio::time::Instant::now(),
+        rounds: IcmpRounds::new(),
     });
     let st = Arc::clone(&state);
     let t = tracker.clone();
@@ -640,15 +645,14 @@ async fn pair_loop(
     // Whether the last ICMP round lost every echo (a diagnosis is asked for on the transition).
     let mut was_lost = false;
     loop {
-        tokio::select! {
-            () = tokio::time::sleep_until(next) => {}
-            () = cancel.cancelled() => return,
-        }
         let slot = next;
         next += cfg.interval;
         let use_icmp = cfg.icmp && (!cfg.tcp || icmp_failed.is_none_or(|n| n >= ICMP_RETRY_ROUNDS));
+        // The round waits for its slot itself: an ICMP round is handed to the rounds driver at
+        // once and this task wakes only when it is over.
+        let prober = prober.as_ref().map_err(String::as_str);
         let (stats, rtts, outcome) = tokio::select! {
-            s = run_round(spec, slot, prober.as_ref().map_err(String::as_str), use_icmp, &icmp_reason) => s,
+            s = run_round(&state.rounds, spec, slot, prober, use_icmp, &icmp_reason) => s,
             () = cancel.cancelled() => return,
         };
         if let Some(o) = &outcome {
@@ -683,6 +687,7 @@ async fn pair_loop(
 /// A round's aggregates plus its answered RTTs in seconds (for the histogram). A TCP round is
 /// marked with the reason ICMP failed (`icmp-disabled` when `protocols` has no `icmp`).
 async fn run_round(
+    rounds: &IcmpRounds,
     spec: RoundSpec,
     slot: tokio::time::Instant,
     prober: Result<&probe::icmp::IcmpProber, &str>,
@@ -690,8 +695,9 @@ async fn run_round(
     icmp_reason: &str,
 ) -> (RoundStats, Vec<f64>, Option<probe::Outcome>) {
     if use_icmp {
-        round::icmp(spec, slot, prober).await
+        round::icmp(spec, rounds, slot, prober).await
     } else {
+        tokio::time::sleep_until(slot).await;
         let (mut stats, rtts) = round::tcp(spec).await;
         stats.fallback_reason = Some(if icmp_reason.is_empty() {
             "icmp-disabled".to_owned()

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use probe::icmp::{IcmpConfig, IcmpEngine, IcmpProber, MAX_INTERVAL};
+use probe::icmp::{IcmpConfig, IcmpEngine, IcmpProber, IcmpRounds, MAX_INTERVAL};
 use probe::{Details, HumanDuration};
 
 use super::stats::{MeshProtocol, RoundStats, aggregate};
@@ -66,25 +66,34 @@ pub fn icmp_prober(
     IcmpProber::new(cfg, Arc::clone(engine))
 }
 
-/// An ICMP round on the pair's prober ([`icmp_prober`]; `Err` carries why it could not be built)
-/// whose echoes are due from `at` (the round's slot, so that pairs of a slot share timer ticks),
-/// with the answered RTTs (seconds) and the probe's outcome (for a diagnosis). `reason` is set (and
-/// the caller may fall back to TCP) when an echo was lost or no socket could be opened.
+/// An ICMP round on the pair's prober ([`icmp_prober`]; `Err` carries why it could not be built),
+/// run by `rounds` with its echoes due from `at` (the round's slot, so that pairs of a slot share
+/// the driver's ticks), with the answered RTTs (seconds) and the probe's outcome (for a diagnosis).
+/// Returns when the round is over, and never before `at` (a round that fails at once, for want of a
+/// socket, still keeps the pair's rate). `reason` is set (and the caller may
+/// fall back to TCP) when an echo was lost or no socket could be opened.
 pub async fn icmp(
     spec: RoundSpec,
+    rounds: &IcmpRounds,
     at: tokio::time::Instant,
     prober: Result<&IcmpProber, &str>,
 ) -> (RoundStats, Vec<f64>, Option<probe::Outcome>) {
-    let started = now_ns();
+    // The round starts at its slot (or now, if that has passed), on the realtime clock.
+    let ahead = at.saturating_duration_since(tokio::time::Instant::now());
+    let started = now_ns().saturating_add(i64::try_from(ahead.as_nanos()).unwrap_or(0));
     let prober = match prober {
         Ok(p) => p,
         Err(e) => {
+            tokio::time::sleep_until(at).await;
             let mut s = aggregate(MeshProtocol::Icmp, started, &[], &[]);
             s.reason = Some(format!("error: {e}"));
             return (s, Vec::new(), None);
         }
     };
-    let outcome = prober.probe_scheduled(at, spec.budget()).await;
+    let outcome = rounds.probe(prober, at, spec.budget()).await;
+    if tokio::time::Instant::now() < at {
+        tokio::time::sleep_until(at).await;
+    }
     let rtts = match &outcome.details {
         Details::Icmp(d) => d.rtts.clone(),
         _ => Vec::new(),

@@ -27,6 +27,8 @@ use super::packet::{self, Parsed, Wire};
 /// What happened to one echo, sent to the probe that owns it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Event {
+    /// The token of the probe (session) the echo belongs to: tells probes sharing a mailbox apart.
+    pub token: u64,
     /// Index of the echo within its probe (0-based).
     pub echo: u16,
     /// Reply or error.
@@ -81,6 +83,17 @@ impl Mailbox {
     /// An event if one is waiting (any order: each carries its echo index).
     pub fn try_recv(&self) -> Option<Event> {
         self.events.lock().pop()
+    }
+
+    /// Moves every waiting event into `out` (one lock for all of them).
+    pub fn take_all(&self, out: &mut Vec<Event>) {
+        out.append(&mut self.events.lock());
+    }
+
+    /// Returns when an event was pushed since the last call returned (or at once when one was
+    /// pushed while nobody waited): the wake-up of a task that reads with [`take_all`](Self::take_all).
+    pub async fn notified(&self) {
+        self.notify.notified().await;
     }
 
     /// The next event. Cancel-safe: events stay in the mailbox until taken.
@@ -281,6 +294,7 @@ impl Dispatcher {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         waiter.mailbox.push(Event {
+            token: waiter.token,
             echo: waiter.echo,
             kind,
         });
@@ -330,7 +344,7 @@ mod tests {
 
         d.on_packet(&reply(1, seq_b, 0xbbbb), Some(a), Some(5), now);
         let ev = rx_b.try_recv().unwrap();
-        assert_eq!(ev.echo, 3);
+        assert_eq!((ev.token, ev.echo), (0xbbbb, 3));
         assert_eq!(
             ev.kind,
             EventKind::Reply {

@@ -157,9 +157,20 @@ impl IcmpEngine {
         Ok(channel)
     }
 
-    /// Starts a session for one probe of up to `count` echoes to `addr`. Must be called within a
-    /// tokio runtime (IO and time enabled).
+    /// Starts a session for one probe of up to `count` echoes to `addr`, with a mailbox of its own.
+    /// Must be called within a tokio runtime (IO and time enabled).
     pub(crate) fn session(&self, addr: IpAddr, count: u16) -> Result<Session, SessionError> {
+        self.session_into(addr, Mailbox::new(usize::from(count)), count)
+    }
+
+    /// [`session`](Self::session) delivering its events into `mailbox`, which other sessions may
+    /// share (each event carries the session's [`token`](Session::token)).
+    pub(crate) fn session_into(
+        &self,
+        addr: IpAddr,
+        mailbox: Arc<Mailbox>,
+        count: u16,
+    ) -> Result<Session, SessionError> {
         let family = if addr.is_ipv4() {
             Family::V4
         } else {
@@ -167,7 +178,6 @@ impl IcmpEngine {
         };
         let channel = self.channel(family).map_err(SessionError::Socket)?;
         channel.ensure_driver()?;
-        let mailbox = Mailbox::new(usize::from(count));
         let v6 = family == Family::V6;
         Ok(Session {
             shared: channel.shared.clone(),
@@ -270,12 +280,30 @@ impl Session {
         self.shared.sock.mode()
     }
 
-    /// Sends echo `echo` with `size` payload bytes and returns when it was sent. The request is
-    /// registered before `sendto` because on loopback the reply can arrive before `sendto` returns.
-    /// A full send buffer (`EAGAIN`) is retried every millisecond; bound the call with a timeout.
-    /// Errors: the errno of `sendto` (the registration is then withdrawn), or `AddrInUse` when all
-    /// sequence numbers to the address are in flight.
+    /// The session's token: unique in the engine, carried by every event of this session.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// Sends echo `echo` with `size` payload bytes and returns when it was sent. A full send buffer
+    /// (`EAGAIN`) is retried every millisecond; bound the call with a timeout. Errors: as
+    /// [`try_send`](Self::try_send), except `WouldBlock`.
     pub async fn send(&mut self, echo: u16, size: usize) -> io::Result<SendStamp> {
+        loop {
+            match self.try_send(echo, size) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    tokio::time::sleep(SEND_RETRY).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Sends echo `echo` with `size` payload bytes now, without waiting. The request is registered
+    /// before `sendto` because on loopback the reply can arrive before `sendto` returns. Errors: the
+    /// errno of `sendto` (`WouldBlock` when the send buffer is full), or `AddrInUse` when all
+    /// sequence numbers to the address are in flight; the registration is then withdrawn.
+    pub fn try_send(&mut self, echo: u16, size: usize) -> io::Result<SendStamp> {
         let shared = &self.shared;
         let Some(seq) = shared
             .dispatcher
@@ -289,9 +317,6 @@ impl Session {
                 ),
             ));
         };
-        // Kept before sending, so that a send cancelled while it waits out a full send buffer
-        // (the caller's timeout dropping this future) is still unregistered when the session drops.
-        self.seqs.push(seq);
         if self.packet.is_empty() {
             packet::build_echo_request(
                 &mut self.packet,
@@ -307,14 +332,13 @@ impl Session {
         let result = loop {
             let stamp = stamp_now();
             match shared.sock.send_to(&self.packet, self.addr) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 other => break other.map(|_| stamp),
             }
-            tokio::time::sleep(SEND_RETRY).await;
         };
         match &result {
             Ok(_) => {
+                self.seqs.push(seq);
                 shared
                     .dispatcher
                     .counters
@@ -322,12 +346,16 @@ impl Session {
                     .fetch_add(1, Ordering::Relaxed);
                 shared.after_send();
             }
-            Err(_) => {
-                self.seqs.pop();
-                shared.dispatcher.unregister(self.addr, self.token, [seq]);
-            }
+            Err(_) => shared.dispatcher.unregister(self.addr, self.token, [seq]),
         }
         result
+    }
+
+    /// Reads the socket's receive queue now, from the calling task, unless someone else is reading
+    /// it: the replies that arrived while a burst was being sent reach their mailboxes without
+    /// waiting for the receive task.
+    pub fn help_receive(&self) {
+        self.shared.help_receive();
     }
 
     /// The next reply or error for one of this session's echoes. Cancel-safe.

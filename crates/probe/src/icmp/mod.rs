@@ -9,13 +9,16 @@
 //!   never see each other's replies.
 //! * [`IcmpProber`] — one probe: `count` echoes, replies until the timeout, an [`Outcome`](crate::Outcome)
 //!   with [`IcmpDetails`](crate::IcmpDetails) and blackbox_exporter's phases (`resolve`, `setup`, `rtt`).
+//! * [`IcmpRounds`] — many probes on one schedule (the mesh's rounds), sent and settled by one driver
+//!   task instead of one future and a wake-up per echo.
 //!
 //! RTTs use the kernel's receive timestamp (`SO_TIMESTAMPNS`, CLOCK_REALTIME) against a CLOCK_REALTIME
 //! stamp taken right before `sendto`, as iputils `ping` and fping do; when the kernel stamp is missing
 //! (the first milliseconds after a socket enables timestamping) or implausible (the realtime clock was
 //! stepped), a CLOCK_MONOTONIC user-space RTT is used and `kernel_timestamps` is false.
 //!
-//! Module map: `config` (the YAML struct), `prober` (one probe), `summary` (its outcome), `engine` (sockets, sessions, receive
+//! Module map: `config` (the YAML struct), `prober` (one probe), `rounds` (many probes, one task),
+//! `summary` (its outcome), `engine` (sockets, sessions, receive
 //! task), `dispatch` (matching replies to echoes), `receive` (draining the
 //! socket), `packet` (bytes), `socket` (the kernel-facing calls),
 //! `permission` (explaining a refused socket).
@@ -28,6 +31,7 @@ mod permission;
 mod prober;
 mod reactor;
 mod receive;
+mod rounds;
 mod socket;
 mod summary;
 
@@ -35,3 +39,4 @@ pub use config::{IcmpConfig, IpFamily, MAX_COUNT, MAX_INTERVAL, MAX_SIZE};
 pub use engine::{IcmpEngine, IcmpEngineStats, family_label};
 pub use permission::{IcmpPermissionError, PING_GROUP_RANGE_PATH};
 pub use prober::IcmpProber;
+pub use rounds::IcmpRounds;

@@ -7,16 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::config::IcmpConfig;
-use super::dispatch::{Event, EventKind};
+use super::dispatch::{Event, EventKind, Mailbox};
 use super::engine::{IcmpEngine, SendStamp, Session};
 use super::summary::summarize;
 use crate::outcome::IcmpDetails;
 use crate::resolve::{Family, resolve};
 use crate::{ConfigError, Details, Outcome, Phase, PhaseTiming, Reason};
-
-/// How late a [`IcmpProber::probe_scheduled`] probe may start and still keep its schedule; later,
-/// the echoes are re-timed from the actual start rather than sent in a catch-up burst.
-const SCHEDULE_SLACK: Duration = Duration::from_millis(5);
 
 /// A kernel receive stamp may exceed the user-space RTT by this much before it is distrusted (the two
 /// clocks are read a few nanoseconds apart; anything larger means CLOCK_REALTIME was stepped).
@@ -25,10 +21,32 @@ const CLOCK_SLACK: Duration = Duration::from_micros(50);
 /// A validated ICMP prober bound to an engine.
 #[derive(Debug)]
 pub struct IcmpProber {
-    cfg: IcmpConfig,
+    /// Shared with the rounds of an [`IcmpRounds`](super::IcmpRounds) driver.
+    pub(super) cfg: Arc<IcmpConfig>,
     /// `host` when it is an IP literal: such probes never touch the resolver.
     literal: Option<IpAddr>,
     engine: Arc<IcmpEngine>,
+}
+
+/// A probe that resolved its host and holds a session: what [`IcmpProber::open`] hands on.
+#[derive(Debug)]
+pub(super) struct Opened {
+    /// The address probed.
+    pub addr: IpAddr,
+    /// The session on the engine.
+    pub session: Session,
+    /// When the probe started (resolution included).
+    pub started: Instant,
+    /// `resolve` and `setup` so far.
+    pub phases: Vec<PhaseTiming>,
+    /// Address and socket mode so far.
+    pub details: IcmpDetails,
+}
+
+/// `now + timeout`, or a year from now when that overflows.
+pub(super) fn deadline_after(now: tokio::time::Instant, timeout: Duration) -> tokio::time::Instant {
+    now.checked_add(timeout)
+        .unwrap_or(now + Duration::from_secs(86_400 * 365))
 }
 
 /// What became of one echo request.
@@ -60,7 +78,7 @@ impl IcmpProber {
             .ok()
             .map(|ip| ip.to_canonical());
         Ok(IcmpProber {
-            cfg,
+            cfg: Arc::new(cfg),
             literal,
             engine,
         })
@@ -87,31 +105,36 @@ impl IcmpProber {
     /// errno's reason when nothing could be sent, `host-unreachable`/`network-unreachable` when only
     /// ICMP errors came back, else `timeout`.
     pub async fn probe(&self, timeout: Duration) -> Outcome {
-        self.probe_inner(None, timeout).await
+        let deadline = deadline_after(tokio::time::Instant::now(), timeout);
+        let mut opened = match self.open(deadline, timeout, None).await {
+            Ok(o) => o,
+            Err(failed) => return *failed,
+        };
+        let first = tokio::time::Instant::now();
+        let (echoes, send_error) = self.exchange(&mut opened.session, first, deadline).await;
+        drop(opened.session);
+        summarize(
+            opened.addr,
+            timeout,
+            &self.cfg,
+            &echoes,
+            send_error,
+            opened.started.elapsed(),
+            opened.phases,
+            opened.details,
+        )
     }
 
-    /// [`probe`](Self::probe) with echo `i` due at `first_send + i × interval` rather than counted
-    /// from when the echo loop starts, so that callers running many probes on one schedule (the
-    /// mesh) put their echoes on the same timer ticks: one runtime wake-up sends many echoes. A
-    /// `first_send` more than a few milliseconds in the past (a late start) is replaced by now.
-    pub async fn probe_scheduled(
+    /// Resolves the host (bounded by `deadline`) and takes a session on the engine, delivering into
+    /// `mailbox` when given. `Err` is the probe's failed outcome (`dns-error`, `timeout`, or why no
+    /// socket could be used).
+    pub(super) async fn open(
         &self,
-        first_send: tokio::time::Instant,
+        deadline: tokio::time::Instant,
         timeout: Duration,
-    ) -> Outcome {
-        self.probe_inner(Some(first_send), timeout).await
-    }
-
-    async fn probe_inner(
-        &self,
-        first_send: Option<tokio::time::Instant>,
-        timeout: Duration,
-    ) -> Outcome {
+        mailbox: Option<Arc<Mailbox>>,
+    ) -> Result<Opened, Box<Outcome>> {
         let started = Instant::now();
-        let now = tokio::time::Instant::now();
-        let deadline = now
-            .checked_add(timeout)
-            .unwrap_or(now + Duration::from_secs(86_400 * 365));
         let mut phases = Vec::with_capacity(3);
         let mut details = IcmpDetails::default();
         let host = self.cfg.bare_host();
@@ -124,24 +147,24 @@ impl IcmpProber {
         let addr = match resolved {
             Ok(Ok(ip)) => ip.to_canonical(),
             Ok(Err(msg)) => {
-                return Outcome::fail(
+                return Err(Box::new(Outcome::fail(
                     Reason::DnsError,
                     msg,
                     started.elapsed(),
                     phases,
                     Details::Icmp(details),
-                );
+                )));
             }
             Err(_) => {
                 let msg =
                     format!("resolving {host:?} did not finish within the {timeout:?} timeout");
-                return Outcome::fail(
+                return Err(Box::new(Outcome::fail(
                     Reason::Timeout,
                     msg,
                     started.elapsed(),
                     phases,
                     Details::Icmp(details),
-                );
+                )));
             }
         };
         phases.push(PhaseTiming {
@@ -151,16 +174,20 @@ impl IcmpProber {
         details.address = Some(addr);
 
         let setup_start = Instant::now();
-        let mut session = match self.engine.session(addr, self.cfg.count) {
+        let session = match mailbox {
+            Some(m) => self.engine.session_into(addr, m, self.cfg.count),
+            None => self.engine.session(addr, self.cfg.count),
+        };
+        let session = match session {
             Ok(s) => s,
             Err(e) => {
-                return Outcome::fail(
+                return Err(Box::new(Outcome::fail(
                     e.reason(),
                     e.to_string(),
                     started.elapsed(),
                     phases,
                     Details::Icmp(details),
-                );
+                )));
             }
         };
         phases.push(PhaseTiming {
@@ -168,24 +195,13 @@ impl IcmpProber {
             duration: setup_start.elapsed(),
         });
         details.mode = Some(session.mode());
-
-        let now = tokio::time::Instant::now();
-        let first = match first_send {
-            Some(at) if now.saturating_duration_since(at) <= SCHEDULE_SLACK => at,
-            _ => now,
-        };
-        let (echoes, send_error) = self.exchange(&mut session, first, deadline).await;
-        drop(session);
-        summarize(
+        Ok(Opened {
             addr,
-            timeout,
-            &self.cfg,
-            &echoes,
-            send_error,
-            started.elapsed(),
+            session,
+            started,
             phases,
             details,
-        )
+        })
     }
 
     /// Sends the echoes on schedule and records what comes back, until every sent echo is settled or
@@ -245,7 +261,7 @@ impl IcmpProber {
 }
 
 /// Applies `ev` to its echo; `true` when it settled an echo in flight.
-fn record(echoes: &mut [Echo], ev: Event) -> bool {
+pub(super) fn record(echoes: &mut [Echo], ev: Event) -> bool {
     let Some(slot) = echoes.get_mut(usize::from(ev.echo)) else {
         return false;
     };

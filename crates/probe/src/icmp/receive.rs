@@ -77,9 +77,15 @@ impl Shared {
     /// Called after each successful send: drains the receive queue from the sender when the receive
     /// task has not run for [`HELP_AFTER_SENDS`] sends and nobody else is draining.
     pub fn after_send(&self) {
-        if self.sends_since_drain.fetch_add(1, Ordering::Relaxed) + 1 >= HELP_AFTER_SENDS
-            && let Some(mut rx) = self.rx.try_lock()
-        {
+        if self.sends_since_drain.fetch_add(1, Ordering::Relaxed) + 1 >= HELP_AFTER_SENDS {
+            self.help_receive();
+        }
+    }
+
+    /// Drains up to [`HELP_BUDGET`] messages of the receive queue from the caller, unless someone
+    /// else is draining.
+    pub fn help_receive(&self) {
+        if let Some(mut rx) = self.rx.try_lock() {
             self.drain(&mut rx, HELP_BUDGET, false);
         }
     }
