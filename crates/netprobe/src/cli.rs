@@ -38,6 +38,13 @@ pub enum Command {
         /// Upper bound on probes running at once.
         #[arg(long, default_value_t = 4096)]
         max_in_flight: usize,
+        /// Threads running the agent's async tasks (probes, mesh, API). One suffices for an
+        /// agent: its work waits on the network, and snapshots, diagnoses and SQLite run on
+        /// threads of their own; a second thread mostly wakes up to steal work (5× the context
+        /// switches of a mesh agent, ~1 point of a core more; BENCHMARKS.md). Raise it for many
+        /// TLS-heavy checks.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        worker_threads: u16,
     },
     /// Check a config file without running it; exit 2 with file:line:column on error.
     Validate {

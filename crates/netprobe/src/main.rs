@@ -13,10 +13,11 @@ fn main() -> ExitCode {
         "warn"
     };
     netprobe::logging::init(cli.log.as_deref().unwrap_or(default_log), cli.log_json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Run { worker_threads, .. } = &cli.command {
+        builder.worker_threads(usize::from(*worker_threads));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("netprobe: cannot start the async runtime: {e}");
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
                 config,
                 listen,
                 max_in_flight,
+                worker_threads: _,
             } => netprobe::run::run(&config, listen, max_in_flight).await,
             Command::Validate { config, json } => netprobe::oneshot::validate(&config, json),
             Command::Check {

@@ -156,8 +156,8 @@ impl SqliteStore {
     /// Opens (creating if missing, with its parent directory) the database at `path`, applies
     /// pending migrations and returns the store.
     ///
-    /// Connections use WAL journal mode, `synchronous = NORMAL`, foreign keys on and a 5 s busy
-    /// timeout. If the filesystem refuses WAL (some network filesystems), SQLite keeps its
+    /// Connections use WAL journal mode, `synchronous = NORMAL`, foreign keys on, a 5 s busy
+    /// timeout and `temp_store = MEMORY`. If the filesystem refuses WAL (some network filesystems), SQLite keeps its
     /// rollback journal; that is logged as a warning and the store still works.
     ///
     /// Errors: [`StoreError::CreateDir`], [`StoreError::Open`] (e.g. permissions, `path` is a
@@ -178,7 +178,11 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Statement journals (a multi-row INSERT inside a transaction keeps one, to undo just
+            // that statement) and temporary tables live in memory instead of temporary files: a
+            // mesh agent's writer otherwise spent a fifth of its SQLite time in ext4 writes to them.
+            .pragma("temp_store", "memory");
 
         let open_err = |source: sqlx::Error| match corrupt_detail(&source) {
             Some(detail) => StoreError::Corrupt {
