@@ -189,33 +189,6 @@ async fn a_dropped_round_is_withdrawn() {
     assert_all_answered(&o, "127.0.0.1", 2);
 }
 
-/// The timeout bounds a driven round as it bounds a probe: echoes that do not fit are not sent.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_timeout_bounds_a_driven_round() {
-    let engine = Arc::new(IcmpEngine::new());
-    let rounds = IcmpRounds::new();
-    let started = Instant::now();
-    let o = rounds
-        .probe(
-            &prober(&engine, "127.0.0.1", 10, 100),
-            tokio::time::Instant::now(),
-            Duration::from_millis(250),
-        )
-        .await;
-    assert!(
-        started.elapsed() < Duration::from_millis(400),
-        "{:?}",
-        started.elapsed()
-    );
-    assert!(o.success, "{o:?}");
-    assert_eq!((icmp(&o).sent, icmp(&o).received), (3, 3), "{o:?}");
-    assert!(
-        o.message.contains("only 3 of 10 echo requests fit"),
-        "{}",
-        o.message
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_go_through_the_resolver() {
     let engine = Arc::new(IcmpEngine::new());
@@ -272,32 +245,44 @@ async fn a_cancelled_probe_leaves_nothing_in_flight() {
     );
 }
 
+/// `p` probed once, through `rounds` when `driven`, else on its own.
+async fn probe(rounds: &IcmpRounds, driven: bool, p: &IcmpProber, timeout: Duration) -> Outcome {
+    if driven {
+        rounds.probe(p, tokio::time::Instant::now(), timeout).await
+    } else {
+        p.probe(timeout).await
+    }
+}
+
+/// The timeout bounds the whole probe, run alone or through the rounds driver: echoes that do not
+/// fit are not sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_timeout_bounds_the_whole_probe() {
     let engine = Arc::new(IcmpEngine::new());
+    let rounds = IcmpRounds::new();
     // Ten echoes 100 ms apart cannot fit in 250 ms: three are sent, all answered.
-    let started = Instant::now();
-    let o = prober(&engine, "127.0.0.1", 10, 100)
-        .probe(Duration::from_millis(250))
-        .await;
-    assert!(
-        started.elapsed() < Duration::from_millis(400),
-        "{:?}",
-        started.elapsed()
-    );
-    assert!(o.success, "{o:?}");
-    assert_eq!((icmp(&o).sent, icmp(&o).received), (3, 3), "{o:?}");
-    assert!(
-        o.message.contains("only 3 of 10 echo requests fit"),
-        "{}",
-        o.message
-    );
+    let ten = prober(&engine, "127.0.0.1", 10, 100);
+    let one = prober(&engine, "127.0.0.1", 1, 0);
+    for driven in [false, true] {
+        let started = Instant::now();
+        let o = probe(&rounds, driven, &ten, Duration::from_millis(250)).await;
+        assert!(
+            started.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(o.success, "{o:?}");
+        assert_eq!((icmp(&o).sent, icmp(&o).received), (3, 3), "{o:?}");
+        assert!(
+            o.message.contains("only 3 of 10 echo requests fit"),
+            "{}",
+            o.message
+        );
 
-    let o = prober(&engine, "127.0.0.1", 1, 0)
-        .probe(Duration::ZERO)
-        .await;
-    assert_eq!(o.reason, Some(Reason::Timeout), "{o:?}");
-    assert_eq!(icmp(&o).received, 0);
+        let o = probe(&rounds, driven, &one, Duration::ZERO).await;
+        assert_eq!(o.reason, Some(Reason::Timeout), "driven {driven}: {o:?}");
+        assert_eq!(icmp(&o).received, 0);
+    }
 }
 
 #[tokio::test]
