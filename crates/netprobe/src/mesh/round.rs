@@ -70,8 +70,8 @@ pub fn icmp_prober(
 /// run by `rounds` with its echoes due from `at` (the round's slot, so that pairs of a slot share
 /// the driver's ticks), with the answered RTTs (seconds) and the probe's outcome (for a diagnosis).
 /// Returns when the round is over, and never before `at` (a round that fails at once, for want of a
-/// socket, still keeps the pair's rate). `reason` is set (and the caller may
-/// fall back to TCP) when an echo was lost or no socket could be opened.
+/// socket, still keeps the pair's rate). `reason` is set (and the caller may fall back to TCP) when
+/// an echo was lost or no socket could be opened.
 pub async fn icmp(
     spec: RoundSpec,
     rounds: &IcmpRounds,
