@@ -134,39 +134,6 @@ async fn rounds_keep_their_schedule_unless_late() {
     );
 }
 
-/// 60 probes of both families on one rounds driver, several to the same address and all on one
-/// schedule: each gets exactly its own replies, and nothing stays in flight.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rounds_of_many_probes_never_mix_replies() {
-    let engine = Arc::new(IcmpEngine::new());
-    let rounds = Arc::new(IcmpRounds::new());
-    let targets: Vec<String> = (0..60)
-        .map(|i| match i % 3 {
-            0 => "::1".to_owned(),
-            _ => format!("127.0.0.{}", 1 + i % 10),
-        })
-        .collect();
-    let first = tokio::time::Instant::now() + Duration::from_millis(20);
-    let mut tasks = Vec::new();
-    for t in &targets {
-        let p = prober(&engine, t, 5, 10);
-        let rounds = rounds.clone();
-        tasks.push(tokio::spawn(async move {
-            rounds.probe(&p, first, TIMEOUT).await
-        }));
-    }
-    for (t, task) in targets.iter().zip(tasks) {
-        let o = task.await.unwrap();
-        assert_all_answered(&o, t, 5);
-    }
-    let stats = engine.stats();
-    assert_eq!(
-        (stats.sent, stats.replies, stats.errors, stats.in_flight),
-        (300, 300, 0, 0),
-        "{stats:?}"
-    );
-}
-
 /// A round whose caller goes away is withdrawn at its next echo; the driver goes on with others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_round_is_withdrawn() {
@@ -202,28 +169,45 @@ async fn names_go_through_the_resolver() {
     assert_eq!(engine.opened().len(), 1);
 }
 
-/// 50 concurrent probes through one engine, several to the same address: each gets exactly its own
-/// five replies, and the engine saw exactly 250 requests and 250 matched replies.
+/// 60 concurrent probes of both families through one engine, several to the same address, run
+/// alone and then through one rounds driver on one schedule: each gets exactly its own five
+/// replies, the engine saw exactly 300 requests and 300 matched replies each time, and nothing
+/// stays in flight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_probes_never_mix_replies() {
-    let engine = Arc::new(IcmpEngine::new());
-    let targets: Vec<String> = (0..50).map(|i| format!("127.0.0.{}", 1 + i % 10)).collect();
-    let mut tasks = Vec::new();
-    for t in &targets {
-        let p = prober(&engine, t, 5, 2);
-        tasks.push(tokio::spawn(async move { p.probe(TIMEOUT).await }));
+    let targets: Vec<String> = (0..60)
+        .map(|i| match i % 3 {
+            0 => "::1".to_owned(),
+            _ => format!("127.0.0.{}", 1 + i % 10),
+        })
+        .collect();
+    for driven in [false, true] {
+        let engine = Arc::new(IcmpEngine::new());
+        let rounds = Arc::new(IcmpRounds::new());
+        let mut tasks = Vec::new();
+        for t in &targets {
+            let p = prober(&engine, t, 5, 2);
+            let rounds = rounds.clone();
+            tasks.push(tokio::spawn(async move {
+                probe(&rounds, driven, &p, TIMEOUT).await
+            }));
+        }
+        for (t, task) in targets.iter().zip(tasks) {
+            let o = task.await.unwrap();
+            assert_all_answered(&o, t, 5);
+        }
+        let stats = engine.stats();
+        assert_eq!(
+            (stats.sent, stats.replies, stats.errors, stats.in_flight),
+            (300, 300, 0, 0),
+            "driven {driven}: {stats:?}"
+        );
+        assert_eq!(
+            engine.opened().len(),
+            2,
+            "one socket per family served all 60 probes"
+        );
     }
-    for (t, task) in targets.iter().zip(tasks) {
-        let o = task.await.unwrap();
-        assert_all_answered(&o, t, 5);
-    }
-    let stats = engine.stats();
-    assert_eq!(
-        (stats.sent, stats.replies, stats.errors, stats.in_flight),
-        (250, 250, 0, 0),
-        "{stats:?}"
-    );
-    assert_eq!(engine.opened().len(), 1, "one socket served all 50 probes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
