@@ -165,8 +165,8 @@ async fn get_mesh(
     Ok(axum::Json(st.mesh()?.view()))
 }
 
-/// `GET /api/v1/mesh/{peer}/history?limit=N`: the newest `limit` (default 100) stored rounds of
-/// `peer`, grouped by address, oldest first.
+/// `GET /api/v1/mesh/{peer}/history?limit=N`: for each address of `peer`, its newest `limit`
+/// (default 100) rounds, oldest first, stored or not written yet.
 async fn get_mesh_history(
     State(st): State<Arc<AppState>>,
     Path(peer): Path<String>,

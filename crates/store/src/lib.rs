@@ -68,7 +68,7 @@ use async_trait::async_trait;
 pub use error::StoreError;
 pub use pruner::spawn_pruner;
 pub use record::{
-    DiagnosisRecord, EventRecord, IsolationRecord, Json, MeshRoundRecord, ResultRecord,
+    DiagnosisRecord, EventRecord, IsolationRecord, Json, MeshChunkRecord, ResultRecord,
 };
 pub use sqlite::SqliteStore;
 pub use writer::{Writer, WriterHandle, WriterOptions, WriterStats, WriterStatsSnapshot};
@@ -139,23 +139,24 @@ pub trait Store: Send + Sync + 'static {
     /// Isolation and release records, newest first, at most `limit` (`0` returns none).
     async fn isolations(&self, limit: u32) -> Result<Vec<IsolationRecord>, StoreError>;
 
-    /// Appends mesh rounds in one transaction.
+    /// Appends mesh chunks in one transaction.
     ///
     /// Errors: a database error as for [`append_results`](Store::append_results).
-    async fn append_mesh_rounds(&self, batch: &[MeshRoundRecord]) -> Result<(), StoreError>;
+    async fn append_mesh_chunks(&self, batch: &[MeshChunkRecord]) -> Result<(), StoreError>;
 
-    /// The mesh rounds whose target is `target_node`, newest first, at most `limit` rows.
+    /// The newest mesh chunks of each address of `target_node`: for every `target_ip` stored,
+    /// newest first (by `last_ms`, then id), as many chunks as it takes to hold at least `rounds`
+    /// rounds (all of them if it has fewer). Addresses come in text order.
     ///
-    /// Errors: a database error, or [`StoreError::InvalidRecord`] for a stored row whose `stats`
-    /// is not JSON.
-    async fn mesh_rounds(
+    /// Errors: a database error as for [`append_results`](Store::append_results).
+    async fn mesh_chunks(
         &self,
         target_node: &str,
-        limit: u32,
-    ) -> Result<Vec<MeshRoundRecord>, StoreError>;
+        rounds: u32,
+    ) -> Result<Vec<MeshChunkRecord>, StoreError>;
 
-    /// Deletes results with `started_at_ms < older_than_ms`, mesh rounds with
-    /// `started_ms < older_than_ms`, and events and diagnoses with
+    /// Deletes results with `started_at_ms < older_than_ms`, mesh chunks with
+    /// `last_ms < older_than_ms`, and events and diagnoses with
     /// `at_ms < older_than_ms`, returning how many rows were deleted in total.
     ///
     /// Deletion happens in bounded chunks, each its own transaction, so that a large prune does

@@ -128,9 +128,10 @@ pub struct DiagnosisRecord {
     pub diagnosis: Json,
 }
 
-/// One round of one mesh pair (source agent → target address), written by `netprobe run`'s mesh.
+/// Consecutive rounds of one mesh pair (source agent → target address), written by `netprobe
+/// run`'s mesh as one row (table `mesh_chunks`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct MeshRoundRecord {
+pub struct MeshChunkRecord {
     /// Row id, assigned by the store on append (ignored there); `Some` on every record read back.
     pub id: Option<i64>,
     /// The observing agent's node name.
@@ -139,12 +140,14 @@ pub struct MeshRoundRecord {
     pub target_node: String,
     /// The peer address probed, as text.
     pub target_ip: String,
-    /// `icmp` or `tcp`.
-    pub protocol: String,
-    /// When the round started, Unix epoch milliseconds.
-    pub started_ms: i64,
-    /// The round's aggregates; opaque to the store, kept as JSON text.
-    pub stats: Json,
+    /// When the chunk's first round started, Unix epoch milliseconds.
+    pub first_ms: i64,
+    /// When its last round started, Unix epoch milliseconds (pruning compares this).
+    pub last_ms: i64,
+    /// How many rounds `data` holds (at least 1).
+    pub rounds: u32,
+    /// The rounds, encoded by the writer; opaque to the store.
+    pub data: Vec<u8>,
 }
 
 impl ResultRecord {

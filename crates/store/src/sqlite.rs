@@ -10,7 +10,7 @@ use sqlx::sqlite::{
 };
 
 use crate::{
-    DiagnosisRecord, EventRecord, IsolationRecord, Json, MeshRoundRecord, ResultRecord, Store,
+    DiagnosisRecord, EventRecord, IsolationRecord, Json, MeshChunkRecord, ResultRecord, Store,
     StoreError,
 };
 
@@ -576,21 +576,21 @@ impl Store for SqliteStore {
         let events = self.prune_table(PRUNE_EVENTS, older_than_ms).await?;
         let diagnoses = self.prune_table(PRUNE_DIAGNOSES, older_than_ms).await?;
         let mesh = self
-            .prune_table(crate::sqlite_mesh::PRUNE_MESH_ROUNDS, older_than_ms)
+            .prune_table(crate::sqlite_mesh::PRUNE_MESH_CHUNKS, older_than_ms)
             .await?;
         Ok(results + events + diagnoses + mesh)
     }
 
-    async fn append_mesh_rounds(&self, batch: &[MeshRoundRecord]) -> Result<(), StoreError> {
-        self.insert_mesh_rounds(batch).await
+    async fn append_mesh_chunks(&self, batch: &[MeshChunkRecord]) -> Result<(), StoreError> {
+        self.insert_mesh_chunks(batch).await
     }
 
-    async fn mesh_rounds(
+    async fn mesh_chunks(
         &self,
         target_node: &str,
-        limit: u32,
-    ) -> Result<Vec<MeshRoundRecord>, StoreError> {
-        self.select_mesh_rounds(target_node, limit).await
+        rounds: u32,
+    ) -> Result<Vec<MeshChunkRecord>, StoreError> {
+        self.select_mesh_chunks(target_node, rounds).await
     }
 
     async fn close(&self) {

@@ -10,8 +10,12 @@
 //!   interval, or TCP connects to the peer agent's port when ICMP is denied or every echo was lost.
 //! * `stats` — a round's aggregates (RTT min/avg/max/stddev/p50/p99, loss, jitter, nanosecond times).
 //!
-//! The latest round of each pair is kept in memory (the matrix); every round is queued for the store
-//! (`mesh_rounds`, written once a second in one transaction) for the history endpoint.
+//! * `chunk` — the rounds a pair gathered since the last store write, and their encoding there.
+//!
+//! The latest round of each pair is kept in memory (the matrix). Every round is appended to its
+//! pair's open chunk; every [`CHUNK_SPAN`] all open chunks are written to the store (`mesh_chunks`)
+//! in one transaction, one row per pair. The history endpoint reads the store and the chunks not
+//! written yet.
 //!
 //! One long-lived task per (peer, address) runs its rounds at a fixed rate, each starting at its own
 //! offset inside the interval (a hash of the pair picks one of the interval's 10 ms `PHASE_SLOT`s),
@@ -20,6 +24,7 @@
 //! itself: a pair task wakes once per round, not per echo and reply. The discovery task reconciles
 //! the set of pair tasks after every pass.
 
+pub mod chunk;
 pub mod discovery;
 pub mod kubernetes;
 pub mod round;
@@ -31,10 +36,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use probe::icmp::{IcmpEngine, IcmpRounds};
 use serde::Serialize;
-use store::{Json, MeshRoundRecord, Store};
+use store::{MeshChunkRecord, Store};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -44,12 +49,13 @@ use crate::metrics::{MeshLabels, Metrics};
 use round::RoundSpec;
 use stats::{MeshProtocol, RoundStats};
 
-/// Rounds waiting for the store; beyond this a round is dropped from the history (and logged),
-/// never blocking the pair tasks.
-pub const STORE_QUEUE: usize = 10_000;
-
-/// How often queued rounds are written to the store, in one transaction.
-const STORE_FLUSH: Duration = Duration::from_secs(1);
+/// How often every pair's open chunk is written to the store, in one transaction. A chunk row per
+/// pair per span instead of a row per round: with one row per round, an agent with 1,000 peers
+/// at a 1 s interval spent about a fifth of its CPU in SQLite, most of it updating a leaf of the
+/// per-peer index for every round (BENCHMARKS.md, "Mesh CPU, round three"). The cost: a crash
+/// (not a shutdown, which writes them) loses at most this much history; the metrics and the
+/// matrix are not affected.
+pub const CHUNK_SPAN: Duration = Duration::from_secs(30);
 
 /// After ICMP failed, a pair with the TCP fallback probes over TCP and retries ICMP every this many
 /// rounds.
@@ -78,10 +84,28 @@ pub struct PairKey {
     pub ip: IpAddr,
 }
 
-/// A pair's latest round (the history is in the store).
+/// A pair's latest round and the rounds not written to the store yet.
 #[derive(Debug, Default)]
 struct PairEntry {
     latest: Option<RoundStats>,
+    open: chunk::OpenChunk,
+}
+
+/// Closed chunks not in the store yet.
+#[derive(Debug, Default)]
+struct Unwritten {
+    /// Chunks of pairs that stopped, for the next write.
+    stopped: Vec<MeshChunkRecord>,
+    /// The batch being written, until the write ends.
+    writing: Option<Arc<Vec<MeshChunkRecord>>>,
+}
+
+impl Unwritten {
+    fn iter(&self) -> impl Iterator<Item = &MeshChunkRecord> {
+        self.stopped
+            .iter()
+            .chain(self.writing.iter().flat_map(|b| b.iter()))
+    }
 }
 
 /// What the API shows about the mesh as a whole.
@@ -106,7 +130,8 @@ pub struct MeshState {
     cfg: MeshConfig,
     hook: Option<Arc<dyn UnhealthyHook>>,
     store: Option<Arc<dyn Store>>,
-    queue: Option<tokio::sync::mpsc::Sender<MeshRoundRecord>>,
+    /// Chunks on their way to the store. Lock order: `pairs`, then this.
+    unwritten: Mutex<Unwritten>,
     source: Arc<str>,
     metrics: Arc<Metrics>,
     pairs: RwLock<BTreeMap<PairKey, PairEntry>>,
@@ -159,8 +184,8 @@ pub struct PairHistory {
     pub target_ip: String,
     /// `ipv4` or `ipv6`.
     pub family: &'static str,
-    /// Per-round aggregates ([`RoundStats`] as stored), oldest first.
-    pub rounds: Vec<serde_json::Value>,
+    /// Per-round aggregates, oldest first (RTT aggregates to the nanosecond, as stored).
+    pub rounds: Vec<RoundStats>,
 }
 
 /// The check name under which a mesh pair's diagnoses are stored and counted:
@@ -197,44 +222,105 @@ impl MeshState {
         }
     }
 
-    /// The stored per-round history of `peer`: its newest `limit` rounds (all addresses together),
-    /// grouped by address, oldest first. `Ok(None)` when `peer` is neither probed nor in the store.
+    /// The per-round history of `peer`: the newest `limit` rounds of each of its addresses, oldest
+    /// first, from the store and from the chunks not written yet. `Ok(None)` when `peer` is
+    /// neither probed nor in the store.
     ///
-    /// Errors: the store's, as text.
+    /// Errors: the store's, or a stored chunk that cannot be decoded, as text.
     pub async fn history(
         &self,
         peer: &str,
         limit: u32,
     ) -> Result<Option<Vec<PairHistory>>, String> {
-        let probed = self.pairs.read().keys().any(|k| k.node == peer);
-        let rows = match &self.store {
-            Some(s) => s
-                .mesh_rounds(peer, limit)
-                .await
-                .map_err(|e| e.to_string())?,
-            None => Vec::new(),
+        // Memory first, then the store: a chunk is in a pair's open chunk, in `unwritten`, or
+        // committed, and moves on only after the next place has it, so reading in this order
+        // misses none; one read in both places is counted once (by start time).
+        let mut chunks: Vec<(String, Vec<u8>)> = Vec::new();
+        let probed: Vec<IpAddr> = {
+            let pairs = self.pairs.read();
+            let mine = pairs.iter().filter(|(k, _)| k.node == peer);
+            for (k, e) in mine.clone().filter(|(_, e)| !e.open.is_empty()) {
+                chunks.push((k.ip.to_string(), e.open.data().to_vec()));
+            }
+            let unwritten = self.unwritten.lock();
+            for c in unwritten.iter().filter(|c| c.target_node == peer) {
+                chunks.push((c.target_ip.clone(), c.data.clone()));
+            }
+            mine.map(|(k, _)| k.ip).collect()
         };
-        if rows.is_empty() && !probed {
+        if let Some(s) = &self.store {
+            let stored = s
+                .mesh_chunks(peer, limit)
+                .await
+                .map_err(|e| e.to_string())?;
+            chunks.extend(stored.into_iter().map(|c| (c.target_ip, c.data)));
+        }
+        if chunks.is_empty() && probed.is_empty() {
             return Ok(None);
         }
-        let mut by_ip: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
-        for r in rows.into_iter().rev() {
-            let v = r.stats.to_value().map_err(|e| e.to_string())?;
-            by_ip.entry(r.target_ip).or_default().push(v);
+        let mut by_ip: BTreeMap<String, BTreeMap<i64, RoundStats>> = BTreeMap::new();
+        for ip in probed {
+            by_ip.entry(ip.to_string()).or_default();
         }
-        for k in self.pairs.read().keys().filter(|k| k.node == peer) {
-            by_ip.entry(k.ip.to_string()).or_default();
+        for (ip, data) in chunks {
+            let rounds = chunk::decode(&data)
+                .map_err(|e| format!("stored mesh history of {peer} ({ip}): {e}"))?;
+            let seen = by_ip.entry(ip).or_default();
+            for r in rounds {
+                seen.entry(r.started_ns).or_insert(r);
+            }
         }
+        let keep = usize::try_from(limit).unwrap_or(usize::MAX);
         Ok(Some(
             by_ip
                 .into_iter()
-                .map(|(ip, rounds)| PairHistory {
-                    family: if ip.contains(':') { "ipv6" } else { "ipv4" },
-                    target_ip: ip,
-                    rounds,
+                .map(|(ip, rounds)| {
+                    let skip = rounds.len().saturating_sub(keep);
+                    PairHistory {
+                        family: if ip.contains(':') { "ipv6" } else { "ipv4" },
+                        target_ip: ip,
+                        rounds: rounds.into_values().skip(skip).collect(),
+                    }
                 })
                 .collect(),
         ))
+    }
+
+    /// Closes every open chunk and takes those of stopped pairs: the batch to write, `None` if
+    /// empty. It stays readable by [`history`](Self::history) until [`written`](Self::written).
+    fn close_chunks(&self) -> Option<Arc<Vec<MeshChunkRecord>>> {
+        let mut pairs = self.pairs.write();
+        let mut unwritten = self.unwritten.lock();
+        let mut batch = std::mem::take(&mut unwritten.stopped);
+        for (k, e) in pairs.iter_mut() {
+            batch.extend(e.open.take(&self.source, &k.node, &k.ip.to_string()));
+        }
+        if batch.is_empty() {
+            return None;
+        }
+        let batch = Arc::new(batch);
+        unwritten.writing = Some(Arc::clone(&batch));
+        Some(batch)
+    }
+
+    /// Forgets the batch of [`close_chunks`](Self::close_chunks) once the store has it (or gave
+    /// up on it).
+    fn written(&self) {
+        self.unwritten.lock().writing = None;
+    }
+
+    /// Stops recording `key`: its metric series go, and its open chunk waits in `unwritten` for
+    /// the next store write.
+    fn remove_pair(&self, key: &PairKey) {
+        let mut pairs = self.pairs.write();
+        if let Some(mut e) = pairs.remove(key)
+            && let Some(c) = e.open.take(&self.source, &key.node, &key.ip.to_string())
+            && self.store.is_some()
+        {
+            self.unwritten.lock().stopped.push(c);
+        }
+        drop(pairs);
+        self.remove_series(key);
     }
 
     /// Hands a pair whose echoes all got lost to the automatic diagnosis, as a check named
@@ -297,12 +383,12 @@ impl MeshState {
 
     fn record(&self, key: &PairKey, series: &Series, stats: RoundStats) {
         series.loss.set(stats.loss_ratio);
+        let mut pairs = self.pairs.write();
+        let Some(e) = pairs.get_mut(key) else {
+            return; // the pair was just removed
+        };
         // Log changes of state only: a dead peer must not log once per round.
-        let before = self
-            .pairs
-            .read()
-            .get(key)
-            .and_then(|e| e.latest.as_ref().map(|l| (l.loss_ratio > 0.0, l.protocol)));
+        let before = e.latest.as_ref().map(|l| (l.loss_ratio > 0.0, l.protocol));
         let now = (stats.loss_ratio > 0.0, stats.protocol);
         if before != Some(now) && (now.0 || before.is_some_and(|b| b.0)) {
             tracing::warn!(
@@ -311,29 +397,10 @@ impl MeshState {
                 "mesh pair {}", if now.0 { "lost probes" } else { "recovered" }
             );
         }
-        if let Some(q) = &self.queue {
-            let rec = Json::encode(&stats).map(|json| MeshRoundRecord {
-                id: None,
-                source_node: self.cfg.node_name.clone(),
-                target_node: key.node.clone(),
-                target_ip: key.ip.to_string(),
-                protocol: stats.protocol.as_str().to_owned(),
-                started_ms: stats.started_ns / 1_000_000,
-                stats: json,
-            });
-            match rec {
-                Ok(rec) => {
-                    if q.try_send(rec).is_err() {
-                        tracing::warn!(peer = %key.node, "mesh store queue full; round not kept");
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "mesh round not encodable"),
-            }
+        if self.store.is_some() {
+            e.open.push(&stats);
         }
-        let mut pairs = self.pairs.write();
-        if let Some(e) = pairs.get_mut(key) {
-            e.latest = Some(stats);
-        }
+        e.latest = Some(stats);
     }
 
     fn remove_series(&self, key: &PairKey) {
@@ -357,18 +424,13 @@ pub fn start(
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> Arc<MeshState> {
-    let queue = store.as_ref().map(|s| {
-        let (tx, rx) = tokio::sync::mpsc::channel(STORE_QUEUE);
-        tracker.spawn(store_writer(Arc::clone(s), rx, cancel.clone()));
-        tx
-    });
     if cfg.firewall_manage {
         spawn_firewall(&cfg, tracker, cancel.clone());
     }
     let state = Arc::new(MeshState {
         hook,
-        store,
-        queue,
+        store: store.clone(),
+        unwritten: Mutex::new(Unwritten::default()),
         source: Arc::from(cfg.node_name.as_str()),
         cfg,
         metrics,
@@ -377,6 +439,9 @@ pub fn start(
         epoch: tokio::time::Instant::now(),
         rounds: IcmpRounds::new(),
     });
+    if let Some(s) = store {
+        tracker.spawn(chunk_writer(Arc::clone(&state), s, cancel.clone()));
+    }
     let st = Arc::clone(&state);
     let t = tracker.clone();
     tracker.spawn(async move { discovery_loop(st, engine, t, cancel).await });
@@ -439,31 +504,31 @@ fn spawn_firewall(cfg: &MeshConfig, tracker: &TaskTracker, cancel: CancellationT
     });
 }
 
-/// Writes queued rounds every [`STORE_FLUSH`] in one transaction; flushes what is left on cancel.
-async fn store_writer(
-    store: Arc<dyn Store>,
-    mut rx: tokio::sync::mpsc::Receiver<MeshRoundRecord>,
-    cancel: CancellationToken,
-) {
-    let mut batch = Vec::new();
+/// Writes every pair's open chunk every [`CHUNK_SPAN`], and once more on cancel.
+async fn chunk_writer(state: Arc<MeshState>, store: Arc<dyn Store>, cancel: CancellationToken) {
     loop {
         let stop = tokio::select! {
-            () = tokio::time::sleep(STORE_FLUSH) => false,
+            () = tokio::time::sleep(CHUNK_SPAN) => false,
             () = cancel.cancelled() => true,
         };
-        while let Ok(r) = rx.try_recv() {
-            batch.push(r);
-        }
-        if !batch.is_empty() {
-            if let Err(e) = store.append_mesh_rounds(&batch).await {
-                tracing::warn!(error = %e, rounds = batch.len(), "cannot store mesh rounds");
-            }
-            batch.clear();
-        }
+        write_chunks(&state, store.as_ref()).await;
         if stop {
             return;
         }
     }
+}
+
+/// Writes every open chunk and those of stopped pairs in one transaction. A failed write is logged
+/// and its chunks are dropped (the store keeps what it had).
+async fn write_chunks(state: &MeshState, store: &dyn Store) {
+    let Some(batch) = state.close_chunks() else {
+        return;
+    };
+    if let Err(e) = store.append_mesh_chunks(&batch).await {
+        let rounds: u64 = batch.iter().map(|c| u64::from(c.rounds)).sum();
+        tracing::warn!(error = %e, rounds, "cannot store mesh rounds; they are not kept");
+    }
+    state.written();
 }
 
 async fn discovery_loop(
@@ -544,8 +609,7 @@ async fn discovery_loop(
             let keep = wanted.contains_key(key);
             if !keep {
                 token.cancel();
-                state.pairs.write().remove(key);
-                state.remove_series(key);
+                state.remove_pair(key);
             }
             keep
         });
@@ -741,6 +805,179 @@ mod tests {
             ip: IpAddr::from([198, 51, 100, 1]),
         };
         assert_eq!(phase(&key, Duration::from_millis(3)), Duration::ZERO);
+    }
+
+    fn state(store: Option<Arc<dyn Store>>) -> MeshState {
+        MeshState {
+            cfg: MeshConfig {
+                node_name: "node-a".to_owned(),
+                interval: Duration::from_secs(1),
+                packets: 2,
+                peers_per_node: 0,
+                full_mesh_max: 50,
+                icmp: true,
+                tcp: false,
+                tcp_port: 8080,
+                static_peers: Vec::new(),
+                dns: None,
+                kubernetes: None,
+                firewall_manage: false,
+                firewall_interfaces: Vec::new(),
+            },
+            hook: None,
+            store,
+            unwritten: Mutex::new(Unwritten::default()),
+            source: Arc::from("node-a"),
+            metrics: Arc::new(Metrics::new()),
+            pairs: RwLock::new(BTreeMap::new()),
+            status: RwLock::new(MeshStatus::default()),
+            epoch: tokio::time::Instant::now(),
+            rounds: IcmpRounds::new(),
+        }
+    }
+
+    fn key(node: &str, ip: [u8; 4]) -> PairKey {
+        PairKey {
+            node: node.to_owned(),
+            ip: IpAddr::from(ip),
+        }
+    }
+
+    /// Round `i` of a pair: starts at `i` seconds, `i` µs RTT.
+    fn round(i: i64) -> RoundStats {
+        stats::aggregate(
+            MeshProtocol::Icmp,
+            i * 1_000_000_000,
+            &[Some(i as f64 * 1e-6), None],
+            &[0, 500_000_000],
+        )
+    }
+
+    fn record(st: &MeshState, k: &PairKey, rounds: std::ops::Range<i64>) {
+        let series = st.series(k, MeshProtocol::Icmp);
+        for i in rounds {
+            st.record(k, &series, round(i));
+        }
+    }
+
+    /// `(address, round starts in seconds)` of `peer`'s history.
+    async fn starts(st: &MeshState, peer: &str, limit: u32) -> Vec<(String, Vec<i64>)> {
+        st.history(peer, limit)
+            .await
+            .unwrap()
+            .unwrap()
+            .into_iter()
+            .map(|h| {
+                let s = h
+                    .rounds
+                    .iter()
+                    .map(|r| r.started_ns / 1_000_000_000)
+                    .collect();
+                (h.target_ip, s)
+            })
+            .collect()
+    }
+
+    /// The history is whole at every step of a round's way to the store — in the pair's open chunk,
+    /// written, in a stopped pair's chunk waiting for the next write — with no round twice, the
+    /// newest `limit` per address; a store write makes one row per pair.
+    #[tokio::test]
+    async fn history_reads_unwritten_and_stored_rounds_once_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(
+            store::SqliteStore::open(&dir.path().join("h.db"))
+                .await
+                .unwrap(),
+        );
+        let st = state(Some(Arc::clone(&db) as Arc<dyn Store>));
+        let (b1, b2, c) = (
+            key("node-b", [198, 51, 100, 2]),
+            key("node-b", [198, 51, 100, 3]),
+            key("node-c", [198, 51, 100, 4]),
+        );
+        for k in [&b1, &b2, &c] {
+            st.pairs.write().insert(k.clone(), PairEntry::default());
+        }
+        assert!(st.history("nobody", 10).await.unwrap().is_none());
+        let empty = starts(&st, "node-b", 10).await;
+        assert_eq!(
+            empty,
+            [
+                ("198.51.100.2".into(), vec![]),
+                ("198.51.100.3".into(), vec![])
+            ]
+        );
+
+        record(&st, &b1, 0..3);
+        record(&st, &b2, 0..1);
+        record(&st, &c, 0..2);
+        let unwritten = starts(&st, "node-b", 10).await;
+        assert_eq!(
+            unwritten,
+            [
+                ("198.51.100.2".into(), vec![0, 1, 2]),
+                ("198.51.100.3".into(), vec![0])
+            ]
+        );
+
+        write_chunks(&st, db.as_ref()).await;
+        assert_eq!(
+            db.mesh_chunks("node-b", 100).await.unwrap().len(),
+            2,
+            "a row per pair"
+        );
+        assert!(st.unwritten.lock().iter().next().is_none());
+        record(&st, &b1, 3..5);
+        let both = starts(&st, "node-b", 10).await;
+        assert_eq!(both[0], ("198.51.100.2".into(), vec![0, 1, 2, 3, 4]));
+        assert_eq!(starts(&st, "node-b", 2).await[0].1, [3, 4]);
+        assert_eq!(starts(&st, "node-b", 4).await[0].1, [1, 2, 3, 4]);
+
+        // A chunk being written (in `unwritten`) and already committed is still counted once.
+        let batch = st.close_chunks().unwrap();
+        db.append_mesh_chunks(&batch[..1]).await.unwrap();
+        assert_eq!(starts(&st, "node-b", 10).await[0].1, [0, 1, 2, 3, 4]);
+        st.written();
+        assert_eq!(starts(&st, "node-b", 10).await[0].1, [0, 1, 2, 3, 4]);
+
+        // A pair that stops keeps its unwritten rounds for the next write; its metrics go.
+        record(&st, &c, 2..4);
+        st.remove_pair(&c);
+        assert!(!st.metrics.encode().contains("target_node=\"node-c\""));
+        assert_eq!(
+            starts(&st, "node-c", 10).await,
+            [("198.51.100.4".into(), vec![0, 1, 2, 3])]
+        );
+        write_chunks(&st, db.as_ref()).await;
+        assert!(st.unwritten.lock().iter().next().is_none());
+        let stored = db.mesh_chunks("node-c", 100).await.unwrap();
+        let rounds: Vec<u32> = stored.iter().map(|c| c.rounds).collect();
+        assert_eq!(rounds, [2, 2], "newest first");
+        assert_eq!(
+            starts(&st, "node-c", 10).await,
+            [("198.51.100.4".into(), vec![0, 1, 2, 3])]
+        );
+        // A round of the removed pair that finishes late is not recorded.
+        record(&st, &c, 4..5);
+        assert_eq!(starts(&st, "node-c", 10).await[0].1, [0, 1, 2, 3]);
+        db.close().await;
+    }
+
+    /// Without a store nothing accumulates: the pairs keep their latest round only.
+    #[tokio::test]
+    async fn without_a_store_only_the_latest_round_is_kept() {
+        let st = state(None);
+        let b = key("node-b", [198, 51, 100, 2]);
+        st.pairs.write().insert(b.clone(), PairEntry::default());
+        record(&st, &b, 0..3);
+        assert!(st.pairs.read()[&b].open.is_empty());
+        assert_eq!(st.pairs.read()[&b].latest, Some(round(2)));
+        assert_eq!(
+            starts(&st, "node-b", 10).await,
+            [("198.51.100.2".into(), vec![])]
+        );
+        st.remove_pair(&b);
+        assert!(st.unwritten.lock().iter().next().is_none());
     }
 
     #[test]

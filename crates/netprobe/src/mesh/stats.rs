@@ -1,9 +1,10 @@
 //! Per-round aggregates of one pair: RTT summary, loss, jitter.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// The protocol a round used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+/// The protocol a round used. The store's chunk format keeps the variant's position: add new
+/// variants at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MeshProtocol {
     /// ICMP echo on the shared engine.
@@ -23,7 +24,7 @@ impl MeshProtocol {
 }
 
 /// One round of one pair (source → target address). Times in seconds unless the name says `_ns`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoundStats {
     /// Protocol used.
     pub protocol: MeshProtocol,
@@ -71,11 +72,7 @@ pub fn aggregate(
     let sent = u32::try_from(rtts.len()).unwrap_or(u32::MAX);
     let answered: Vec<f64> = rtts.iter().flatten().copied().collect();
     let received = u32::try_from(answered.len()).unwrap_or(u32::MAX);
-    let loss_ratio = if sent == 0 {
-        1.0
-    } else {
-        1.0 - f64::from(received) / f64::from(sent)
-    };
+    let loss_ratio = loss_ratio(sent, received);
     let mut sorted = answered.clone();
     sorted.sort_by(f64::total_cmp);
     let n = sorted.len() as f64;
@@ -112,6 +109,15 @@ pub fn aggregate(
         last_receive_ns,
         started_ns,
         reason: None,
+    }
+}
+
+/// `1 - received / sent`, and 1.0 when nothing was sent.
+pub fn loss_ratio(sent: u32, received: u32) -> f64 {
+    if sent == 0 {
+        1.0
+    } else {
+        1.0 - f64::from(received) / f64::from(sent)
     }
 }
 

@@ -243,8 +243,9 @@ async fn migrations_are_idempotent_and_settings_stick() {
     let mut conn = raw(&path).await;
     assert_eq!(
         count(&mut conn, "SELECT count(*) FROM _sqlx_migrations").await,
-        4,
-        "0001_history, 0002_diagnoses, 0003_isolations and 0004_mesh_rounds, each applied once"
+        5,
+        "0001_history, 0002_diagnoses, 0003_isolations, 0004_mesh_rounds and 0005_mesh_chunks, \
+         each applied once"
     );
     assert_eq!(
         count(
@@ -252,7 +253,7 @@ async fn migrations_are_idempotent_and_settings_stick() {
             "SELECT count(*) FROM _sqlx_migrations WHERE success"
         )
         .await,
-        4
+        5
     );
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&mut conn)
