@@ -156,7 +156,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<MeshChunkRecord>, StoreError>;
 
     /// Deletes results with `started_at_ms < older_than_ms`, mesh chunks with
-    /// `last_ms < older_than_ms`, and events and diagnoses with
+    /// `last_ms < older_than_ms` (and schema 4's mesh rounds with `started_ms < older_than_ms`),
+    /// and events and diagnoses with
     /// `at_ms < older_than_ms`, returning how many rows were deleted in total.
     ///
     /// Deletion happens in bounded chunks, each its own transaction, so that a large prune does

@@ -9,10 +9,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Store, now_ms};
 
-/// Starts a task that deletes results, events and diagnoses older than `now − retention` (wall clock,
-/// Unix ms; see [`Store::prune`]) right away and then every `every`, until `cancel` is
-/// cancelled. A prune in progress runs to completion (it is a series of short transactions)
-/// before the task notices cancellation.
+/// Starts a task that deletes results, events, diagnoses and mesh chunks older than
+/// `now − retention` (wall clock, Unix ms; see [`Store::prune`]) right away and then every
+/// `every`, until `cancel` is cancelled. A prune in progress runs to completion (it is a series
+/// of short transactions) before the task notices cancellation.
 ///
 /// Failures are logged (`tracing` warn with the error) and retried at the next period; the task
 /// never ends on its own. `every` is clamped to 1 ms ..= 365 days. The returned handle resolves

@@ -578,7 +578,10 @@ impl Store for SqliteStore {
         let mesh = self
             .prune_table(crate::sqlite_mesh::PRUNE_MESH_CHUNKS, older_than_ms)
             .await?;
-        Ok(results + events + diagnoses + mesh)
+        let legacy = self
+            .prune_table(crate::sqlite_mesh::PRUNE_LEGACY_MESH_ROUNDS, older_than_ms)
+            .await?;
+        Ok(results + events + diagnoses + mesh + legacy)
     }
 
     async fn append_mesh_chunks(&self, batch: &[MeshChunkRecord]) -> Result<(), StoreError> {

@@ -15,6 +15,10 @@ const SELECT_MESH_CHUNKS: &str = "SELECT id, source_node, target_node, target_ip
     AND last_ms <= ?3 AND (last_ms < ?3 OR id < ?4) ORDER BY last_ms DESC, id DESC LIMIT ?5";
 pub(crate) const PRUNE_MESH_CHUNKS: &str = "DELETE FROM mesh_chunks WHERE id IN \
     (SELECT id FROM mesh_chunks WHERE last_ms < ? LIMIT ?)";
+/// Rows of schema 4's `mesh_rounds` (no longer written or read; migration 0005 copied the newest
+/// million into chunks) age out with the retention like everything else.
+pub(crate) const PRUNE_LEGACY_MESH_ROUNDS: &str = "DELETE FROM mesh_rounds WHERE id IN \
+    (SELECT id FROM mesh_rounds WHERE started_ms < ? LIMIT ?)";
 
 /// The most chunks one page of [`SELECT_MESH_CHUNKS`] reads.
 const MAX_PAGE: u64 = 1_000;

@@ -9,7 +9,7 @@
 -- `first_ms`/`last_ms` are the start times of the chunk's first and last rounds (Unix epoch
 -- milliseconds), `rounds` how many it holds; `data` is their encoding, opaque to the store: the
 -- agent's compact format (first byte 0x01), or, for the rows converted from `mesh_rounds` below,
--- the JSON array of their `stats` objects (first byte `[`). Pruning removes a chunk once its
+-- a JSON array of `stats` objects (first byte `[`). Pruning removes a chunk once its
 -- last round is older than the retention.
 
 CREATE TABLE mesh_chunks (
@@ -26,13 +26,15 @@ CREATE TABLE mesh_chunks (
 CREATE INDEX mesh_chunks_pair_time ON mesh_chunks (target_node, target_ip, last_ms);
 CREATE INDEX mesh_chunks_time ON mesh_chunks (last_ms);
 
--- Rounds stored by an earlier netprobe: grouped per pair and 30 s window, in start order. A row
--- whose `stats` is not JSON could not be read back before either; it is not carried over.
+-- Rounds stored by an earlier netprobe: the newest million are copied, each as a chunk of its own
+-- (a JSON array of one round), read in rowid order (no sort: one this size would be held in
+-- memory, temp_store = MEMORY). Bounded so that the upgrade takes seconds on the largest stores (a
+-- week of 1,000 peers at a 1 s interval is 600 million rows); for the same reason `mesh_rounds` is
+-- not dropped here (that reads every page of it): it is no longer written or read, and pruning
+-- empties it with the retention. A row whose `stats` is not JSON could not be read back before
+-- either; it is not copied.
 INSERT INTO mesh_chunks (source_node, target_node, target_ip, first_ms, last_ms, rounds, data)
-SELECT source_node, target_node, target_ip, MIN(started_ms), MAX(started_ms), COUNT(*),
-       CAST(json_group_array(json(stats) ORDER BY started_ms, id) AS BLOB)
-FROM mesh_rounds
-WHERE json_valid(stats)
-GROUP BY source_node, target_node, target_ip, started_ms / 30000;
-
-DROP TABLE mesh_rounds;
+SELECT source_node, target_node, target_ip, started_ms, started_ms, 1,
+       CAST('[' || stats || ']' AS BLOB)
+FROM (SELECT * FROM mesh_rounds ORDER BY id DESC LIMIT 1000000)
+WHERE json_valid(stats);

@@ -1,5 +1,5 @@
 //! Mesh chunks: appended in a batch, read back per address newest first until they hold the rounds
-//! asked for, pruned by age; rounds stored by schema 4 (`mesh_rounds`) converted by migration 0005.
+//! asked for, pruned by age; rounds stored by schema 4 (`mesh_rounds`) copied by migration 0005.
 
 use std::path::Path;
 
@@ -101,11 +101,11 @@ async fn many_one_round_chunks_are_paged_newest_first() {
     store.close().await;
 }
 
-/// A database written by a netprobe with schema 4: its per-round rows become chunks (per pair and
-/// 30 s window, rounds in start order), rows whose stats are not JSON are left out, and
-/// `mesh_rounds` is gone.
+/// A database written by a netprobe with schema 4: its per-round rows are copied into chunks of
+/// one round each (rows whose stats are not JSON are left out); `mesh_rounds` stays, unread, until
+/// pruning empties it.
 #[tokio::test]
-async fn schema_4_mesh_rounds_are_converted_into_chunks() {
+async fn schema_4_mesh_rounds_are_copied_into_chunks_and_age_out() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("h.db");
     migrate_to_schema_4(dir.path(), &path).await;
@@ -133,16 +133,7 @@ async fn schema_4_mesh_rounds_are_converted_into_chunks() {
         ),
         ("fd00::2", 31_500, "not json"),
     ] {
-        sqlx::query(
-            "INSERT INTO mesh_rounds (source_node, target_node, target_ip, protocol, started_ms, \
-             stats) VALUES ('node-a', 'node-b', ?, 'icmp', ?, ?)",
-        )
-        .bind(ip)
-        .bind(started)
-        .bind(stats)
-        .execute(&mut conn)
-        .await
-        .unwrap();
+        insert_schema_4_round(&mut conn, ip, started, stats).await;
     }
     drop(conn);
 
@@ -155,43 +146,88 @@ async fn schema_4_mesh_rounds_are_converted_into_chunks() {
             (c.target_ip.as_str(), c.first_ms, c.last_ms, c.rounds, data)
         })
         .collect();
+    let one = |ip, ms, json: &str| (ip, ms, ms, 1, format!("[{json}]"));
     assert_eq!(
         got,
         [
-            (
+            one(
                 "198.51.100.2",
                 61_000,
-                61_000,
-                1,
-                r#"[{"started_ns":61000000000,"loss_ratio":1.0}]"#.to_owned()
+                r#"{"started_ns":61000000000,"loss_ratio":1.0}"#
             ),
-            (
+            one(
+                "198.51.100.2",
+                31_000,
+                r#"{"started_ns":31000000000,"loss_ratio":0.2}"#
+            ),
+            one(
                 "198.51.100.2",
                 30_000,
-                31_000,
-                2,
-                r#"[{"started_ns":30000000000,"loss_ratio":0.0},{"started_ns":31000000000,"loss_ratio":0.2}]"#
-                    .to_owned()
+                r#"{"started_ns":30000000000,"loss_ratio":0.0}"#
             ),
-            (
+            one(
                 "fd00::2",
                 30_500,
-                30_500,
-                1,
-                r#"[{"started_ns":30500000000,"loss_ratio":0.4}]"#.to_owned()
+                r#"{"started_ns":30500000000,"loss_ratio":0.4}"#
             ),
         ]
     );
+    // 4 rounds and 3 chunks older than 40 s.
+    assert_eq!(store.prune(40_000).await.unwrap(), 7);
+    assert_eq!(store.mesh_chunks("node-b", 100).await.unwrap().len(), 1);
     store.close().await;
     let mut conn = raw(&path).await;
     assert_eq!(
-        count(
-            &mut conn,
-            "SELECT count(*) FROM sqlite_master WHERE name = 'mesh_rounds'"
-        )
-        .await,
-        0
+        count(&mut conn, "SELECT count(*) FROM mesh_rounds").await,
+        1
     );
+}
+
+/// The copy is bounded: of 1,000,005 rounds, the newest 1,000,000.
+#[tokio::test]
+async fn the_schema_4_copy_keeps_the_newest_million_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.db");
+    migrate_to_schema_4(dir.path(), &path).await;
+    let mut conn = raw(&path).await;
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000005) \
+         INSERT INTO mesh_rounds (source_node, target_node, target_ip, protocol, started_ms, \
+         stats) SELECT 'node-a', 'node-b', 'fd00::2', 'icmp', i, '{}' FROM n",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    drop(conn);
+    let store = SqliteStore::open(&path).await.unwrap();
+    store.close().await;
+    let mut conn = raw(&path).await;
+    assert_eq!(
+        count(&mut conn, "SELECT count(*) FROM mesh_chunks").await,
+        1_000_000
+    );
+    assert_eq!(
+        count(&mut conn, "SELECT min(first_ms) FROM mesh_chunks").await,
+        6
+    );
+}
+
+async fn insert_schema_4_round(
+    conn: &mut sqlx::SqliteConnection,
+    ip: &str,
+    started: i64,
+    stats: &str,
+) {
+    sqlx::query(
+        "INSERT INTO mesh_rounds (source_node, target_node, target_ip, protocol, started_ms, \
+         stats) VALUES ('node-a', 'node-b', ?, 'icmp', ?, ?)",
+    )
+    .bind(ip)
+    .bind(started)
+    .bind(stats)
+    .execute(conn)
+    .await
+    .unwrap();
 }
 
 /// Applies migrations 0001–0004 only (copied from the crate's migrations), as netprobe did before
