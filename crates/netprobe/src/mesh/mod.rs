@@ -9,7 +9,6 @@
 //! * `round` — one round of one pair: `packets` echoes on the shared ICMP engine spread over the
 //!   interval, or TCP connects to the peer agent's port when ICMP is denied or every echo was lost.
 //! * `stats` — a round's aggregates (RTT min/avg/max/stddev/p50/p99, loss, jitter, nanosecond times).
-//!
 //! * `chunk` — the rounds a pair gathered since the last store write, and their encoding there.
 //!
 //! The latest round of each pair is kept in memory (the matrix). Every round is appended to its
@@ -34,6 +33,7 @@ pub mod stats;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
@@ -56,6 +56,11 @@ use stats::{MeshProtocol, RoundStats};
 /// (not a shutdown, which writes them) loses at most this much history; the metrics and the
 /// matrix are not affected.
 pub const CHUNK_SPAN: Duration = Duration::from_secs(30);
+
+/// Most rounds waiting for the store in memory (~6 MB). Beyond, rounds are left out of the history
+/// (logged once per write) until the next write takes them: a store that hangs must not make the
+/// agent grow without bound. 1,000 peers at a 1 s interval gather 30,000 per write.
+pub const MAX_UNWRITTEN_ROUNDS: usize = 100_000;
 
 /// After ICMP failed, a pair with the TCP fallback probes over TCP and retries ICMP every this many
 /// rounds.
@@ -132,6 +137,12 @@ pub struct MeshState {
     store: Option<Arc<dyn Store>>,
     /// Chunks on their way to the store. Lock order: `pairs`, then this.
     unwritten: Mutex<Unwritten>,
+    /// Rounds in open chunks and in chunks of stopped pairs (changed under the `pairs` lock).
+    open_rounds: AtomicUsize,
+    /// [`MAX_UNWRITTEN_ROUNDS`] (smaller in tests).
+    max_open_rounds: usize,
+    /// Whether rounds were left out since the last write (to log it once).
+    dropping: AtomicBool,
     source: Arc<str>,
     metrics: Arc<Metrics>,
     pairs: RwLock<BTreeMap<PairKey, PairEntry>>,
@@ -295,6 +306,8 @@ impl MeshState {
         for (k, e) in pairs.iter_mut() {
             batch.extend(e.open.take(&self.source, &k.node, &k.ip.to_string()));
         }
+        self.open_rounds.store(0, Ordering::Relaxed);
+        self.dropping.store(false, Ordering::Relaxed);
         if batch.is_empty() {
             return None;
         }
@@ -398,7 +411,16 @@ impl MeshState {
             );
         }
         if self.store.is_some() {
-            e.open.push(&stats);
+            if self.open_rounds.load(Ordering::Relaxed) < self.max_open_rounds {
+                e.open.push(&stats);
+                self.open_rounds.fetch_add(1, Ordering::Relaxed);
+            } else if !self.dropping.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    waiting = self.max_open_rounds,
+                    "mesh history: the store has not taken the rounds waiting for it; newer \
+                     rounds are left out of the history until it does"
+                );
+            }
         }
         e.latest = Some(stats);
     }
@@ -431,6 +453,9 @@ pub fn start(
         hook,
         store: store.clone(),
         unwritten: Mutex::new(Unwritten::default()),
+        open_rounds: AtomicUsize::new(0),
+        max_open_rounds: MAX_UNWRITTEN_ROUNDS,
+        dropping: AtomicBool::new(false),
         source: Arc::from(cfg.node_name.as_str()),
         cfg,
         metrics,
@@ -827,6 +852,9 @@ mod tests {
             hook: None,
             store,
             unwritten: Mutex::new(Unwritten::default()),
+            open_rounds: AtomicUsize::new(0),
+            max_open_rounds: 6,
+            dropping: AtomicBool::new(false),
             source: Arc::from("node-a"),
             metrics: Arc::new(Metrics::new()),
             pairs: RwLock::new(BTreeMap::new()),
@@ -960,6 +988,37 @@ mod tests {
         // A round of the removed pair that finishes late is not recorded.
         record(&st, &c, 4..5);
         assert_eq!(starts(&st, "node-c", 10).await[0].1, [0, 1, 2, 3]);
+        db.close().await;
+    }
+
+    /// Rounds waiting for the store are capped (6 in these tests): beyond, they are left out of
+    /// the history until a write takes the waiting ones; the matrix still gets every round.
+    #[tokio::test]
+    async fn rounds_waiting_for_the_store_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(
+            store::SqliteStore::open(&dir.path().join("h.db"))
+                .await
+                .unwrap(),
+        );
+        let st = state(Some(Arc::clone(&db) as Arc<dyn Store>));
+        let (b, c) = (
+            key("node-b", [198, 51, 100, 2]),
+            key("node-c", [198, 51, 100, 3]),
+        );
+        for k in [&b, &c] {
+            st.pairs.write().insert(k.clone(), PairEntry::default());
+        }
+        record(&st, &b, 0..4);
+        record(&st, &c, 0..1);
+        st.remove_pair(&c); // its unwritten round still counts
+        record(&st, &b, 4..8);
+        assert_eq!(starts(&st, "node-b", 10).await[0].1, [0, 1, 2, 3, 4]);
+        assert_eq!(st.pairs.read()[&b].latest, Some(round(7)));
+        write_chunks(&st, db.as_ref()).await;
+        record(&st, &b, 8..9);
+        assert_eq!(starts(&st, "node-b", 10).await[0].1, [0, 1, 2, 3, 4, 8]);
+        assert_eq!(starts(&st, "node-c", 10).await[0].1, [0]);
         db.close().await;
     }
 
