@@ -43,6 +43,7 @@ fn config() -> MeshConfig {
         kubernetes: None,
         firewall_manage: false,
         firewall_interfaces: Vec::new(),
+        retention: None,
     }
 }
 

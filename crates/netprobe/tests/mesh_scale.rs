@@ -61,6 +61,7 @@ fn a_peer_list_of_100000_is_bounded_and_reported() {
         kubernetes: None,
         firewall_manage: false,
         firewall_interfaces: Vec::new(),
+        retention: None,
     };
     let before = rss_kib();
     let (view, metrics_text, after) = ns

@@ -164,6 +164,11 @@ pub trait Store: Send + Sync + 'static {
     /// not hold the write lock for long; an error part-way leaves the rows deleted so far deleted.
     async fn prune(&self, older_than_ms: i64) -> Result<u64, StoreError>;
 
+    /// Deletes only mesh history: chunks with `last_ms < older_than_ms` (and schema 4's mesh
+    /// rounds with `started_ms < older_than_ms`), for a mesh retention shorter than the store's;
+    /// returns how many rows were deleted. Chunked like [`prune`](Store::prune).
+    async fn prune_mesh(&self, older_than_ms: i64) -> Result<u64, StoreError>;
+
     /// Closes the backend: waits for in-flight operations, then releases connections (SQLite
     /// checkpoints its WAL into the main file when the last connection closes). Later calls fail
     /// with [`StoreError::Closed`]. Idempotent.

@@ -575,13 +575,18 @@ impl Store for SqliteStore {
         let results = self.prune_table(PRUNE_RESULTS, older_than_ms).await?;
         let events = self.prune_table(PRUNE_EVENTS, older_than_ms).await?;
         let diagnoses = self.prune_table(PRUNE_DIAGNOSES, older_than_ms).await?;
-        let mesh = self
+        let mesh = self.prune_mesh(older_than_ms).await?;
+        Ok(results + events + diagnoses + mesh)
+    }
+
+    async fn prune_mesh(&self, older_than_ms: i64) -> Result<u64, StoreError> {
+        let chunks = self
             .prune_table(crate::sqlite_mesh::PRUNE_MESH_CHUNKS, older_than_ms)
             .await?;
         let legacy = self
             .prune_table(crate::sqlite_mesh::PRUNE_LEGACY_MESH_ROUNDS, older_than_ms)
             .await?;
-        Ok(results + events + diagnoses + mesh + legacy)
+        Ok(chunks + legacy)
     }
 
     async fn append_mesh_chunks(&self, batch: &[MeshChunkRecord]) -> Result<(), StoreError> {

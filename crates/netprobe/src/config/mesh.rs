@@ -16,6 +16,8 @@
 //!     kubernetes: { nodes: true }  # or { pods: { label_selector: "app=netprobe", namespace: "kube-system" } }
 //!                                  # optional port: (default tcp_port)
 //!   firewall: { manage: false, interfaces: ["antrea-gw0"] }  # true: keep the mesh's rules in place
+//!   retention: "1d"             # how long the per-round history is kept (default: storage.retention,
+//!                               # at most that)
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -52,6 +54,8 @@ pub(crate) struct RawMesh {
     discovery: Option<RawDiscovery>,
     /// Firewall management: the rules the mesh needs, kept in place.
     firewall: Option<RawFirewall>,
+    /// How long the per-round history is kept.
+    retention: Option<Positive>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -155,6 +159,9 @@ pub struct MeshConfig {
     pub firewall_manage: bool,
     /// Interfaces of `firewall`.
     pub firewall_interfaces: Vec<String>,
+    /// How long the per-round history is kept in the store; `None`: `storage.retention` (which
+    /// also bounds it: a longer one is refused at load).
+    pub retention: Option<Duration>,
 }
 
 /// One `discovery.static` entry.
@@ -365,6 +372,7 @@ pub(crate) fn validate(raw: RawMesh, listen_port: u16) -> Result<MeshConfig, Str
         kubernetes,
         firewall_manage: firewall.manage.unwrap_or(false),
         firewall_interfaces: firewall.interfaces.unwrap_or_default(),
+        retention: raw.retention.map(|r| r.0.0),
     })
 }
 
@@ -407,6 +415,7 @@ mesh:
         assert_eq!(m.static_peers[0].addresses.len(), 2);
         assert_eq!(m.dns.unwrap().refresh.as_secs(), 30);
         assert!(m.firewall_manage);
+        assert_eq!(m.retention, None, "storage.retention applies");
         assert_eq!(
             m.kubernetes,
             Some(KubernetesDiscovery {
@@ -496,6 +505,20 @@ mesh:
     }
 
     #[test]
+    fn mesh_retention_may_be_shorter_than_the_store_s() {
+        let cfg = load(
+            "storage: { retention: \"2d\" }\nmesh: { node_name: a, retention: \"36h\", discovery: { static: [{ name: b, addresses: [\"1.2.3.4\"] }] } }\n",
+        )
+        .unwrap();
+        let m = cfg.mesh.unwrap();
+        assert_eq!(m.retention, Some(std::time::Duration::from_secs(36 * 3600)));
+        let equal = load(
+            "storage: { retention: \"2d\" }\nmesh: { node_name: a, retention: \"48h\", discovery: { static: [{ name: b, addresses: [\"1.2.3.4\"] }] } }\n",
+        );
+        assert!(equal.is_ok(), "{equal:?}");
+    }
+
+    #[test]
     fn bad_mesh_sections_are_refused_with_a_location() {
         for (text, want) in [
             (
@@ -516,6 +539,14 @@ mesh:
                 "bogus",
             ),
             ("mesh: { node_name: \"a b\" }\n", "invalid check name"),
+            (
+                "mesh: { node_name: a, retention: \"8d\", discovery: { static: [{ name: b, addresses: [\"1.2.3.4\"] }] } }\n",
+                "mesh.retention 8days is longer than storage.retention 7days",
+            ),
+            (
+                "mesh: { node_name: a, retention: \"0s\", discovery: { static: [{ name: b, addresses: [\"1.2.3.4\"] }] } }\n",
+                "duration 0s must be greater than zero",
+            ),
         ] {
             let err = load(text).unwrap_err();
             assert!(err.contains(want), "{text}: {err}");

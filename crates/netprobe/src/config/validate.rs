@@ -128,10 +128,22 @@ impl Validator<'_> {
         }
         let mesh = match raw.mesh {
             None => None,
-            Some(m) => Some(
-                super::mesh::validate(m.value, server.listen.port())
-                    .map_err(|e| self.err(m.referenced, e))?,
-            ),
+            Some(m) => {
+                let mesh = super::mesh::validate(m.value, server.listen.port())
+                    .map_err(|e| self.err(m.referenced, e))?;
+                if let Some(r) = mesh.retention.filter(|r| *r > storage.retention) {
+                    return Err(self.err(
+                        m.referenced,
+                        format!(
+                            "mesh.retention {} is longer than storage.retention {}; expected at \
+                             most that (everything older than storage.retention is pruned)",
+                            humantime::format_duration(r),
+                            humantime::format_duration(storage.retention)
+                        ),
+                    ));
+                }
+                Some(mesh)
+            }
         };
         Ok(Config {
             mesh,

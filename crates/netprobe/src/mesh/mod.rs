@@ -529,8 +529,11 @@ fn spawn_firewall(cfg: &MeshConfig, tracker: &TaskTracker, cancel: CancellationT
     });
 }
 
-/// Writes every pair's open chunk every [`CHUNK_SPAN`], and once more on cancel.
+/// Writes every pair's open chunk every [`CHUNK_SPAN`], and once more on cancel. With
+/// `mesh.retention`, prunes the mesh history older than that after the first write and then every
+/// [`PRUNE_EVERY_WRITES`] writes (the store's pruner applies `storage.retention` to it as well).
 async fn chunk_writer(state: Arc<MeshState>, store: Arc<dyn Store>, cancel: CancellationToken) {
+    let mut writes: u32 = 0;
     loop {
         let stop = tokio::select! {
             () = tokio::time::sleep(CHUNK_SPAN) => false,
@@ -540,6 +543,26 @@ async fn chunk_writer(state: Arc<MeshState>, store: Arc<dyn Store>, cancel: Canc
         if stop {
             return;
         }
+        if let Some(retention) = state.cfg.retention
+            && writes.is_multiple_of(PRUNE_EVERY_WRITES)
+        {
+            prune_history(store.as_ref(), retention).await;
+        }
+        writes = writes.wrapping_add(1);
+    }
+}
+
+/// With `mesh.retention`, the mesh history is pruned every this many chunk writes (10 minutes).
+const PRUNE_EVERY_WRITES: u32 = 20;
+
+/// Deletes mesh history older than `retention`; a failure is logged and retried next time.
+async fn prune_history(store: &dyn Store, retention: Duration) {
+    let keep_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let cutoff_ms = store::now_ms().saturating_sub(keep_ms);
+    match store.prune_mesh(cutoff_ms).await {
+        Ok(0) => {}
+        Ok(deleted) => tracing::info!(deleted, cutoff_ms, "pruned mesh history"),
+        Err(error) => tracing::warn!(%error, cutoff_ms, "pruning mesh history failed"),
     }
 }
 
@@ -848,6 +871,7 @@ mod tests {
                 kubernetes: None,
                 firewall_manage: false,
                 firewall_interfaces: Vec::new(),
+                retention: None,
             },
             hook: None,
             store,
@@ -1019,6 +1043,31 @@ mod tests {
         record(&st, &b, 8..9);
         assert_eq!(starts(&st, "node-b", 10).await[0].1, [0, 1, 2, 3, 4, 8]);
         assert_eq!(starts(&st, "node-c", 10).await[0].1, [0]);
+        db.close().await;
+    }
+
+    /// `mesh.retention` prunes the mesh history older than it, and nothing newer.
+    #[tokio::test]
+    async fn prune_history_applies_the_mesh_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store::SqliteStore::open(&dir.path().join("h.db"))
+            .await
+            .unwrap();
+        let now = store::now_ms();
+        let old = now - 2 * 3_600_000;
+        let mut open = chunk::OpenChunk::default();
+        open.push(&round(old / 1_000));
+        let mut recent = chunk::OpenChunk::default();
+        recent.push(&round(now / 1_000 - 60));
+        let rows: Vec<MeshChunkRecord> = [open, recent]
+            .iter_mut()
+            .filter_map(|c| c.take("node-a", "node-b", "198.51.100.2"))
+            .collect();
+        db.append_mesh_chunks(&rows).await.unwrap();
+        prune_history(&db, Duration::from_secs(3_600)).await;
+        let left = db.mesh_chunks("node-b", 10).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].first_ms, (now / 1_000 - 60) * 1_000);
         db.close().await;
     }
 

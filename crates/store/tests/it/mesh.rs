@@ -71,6 +71,28 @@ async fn mesh_chunks_round_trip_per_address_newest_first_and_are_pruned() {
     store.close().await;
 }
 
+/// `prune_mesh` deletes mesh history only.
+#[tokio::test]
+async fn prune_mesh_leaves_the_checks_history_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("h.db")).await.unwrap();
+    store
+        .append_results(&[crate::common::result("web", 1_000, 1)])
+        .await
+        .unwrap();
+    store
+        .append_mesh_chunks(&[
+            chunk("node-b", "fd00::2", 500, 1_500, 2),
+            chunk("node-b", "fd00::2", 2_000, 2_500, 2),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.prune_mesh(2_000).await.unwrap(), 1);
+    assert_eq!(store.mesh_chunks("node-b", 100).await.unwrap().len(), 1);
+    assert_eq!(store.results("web", None, 10).await.unwrap().len(), 1);
+    store.close().await;
+}
+
 /// Many small chunks (one round each, as at long intervals) are read in several pages, in order,
 /// and exactly as many as the rounds asked for; a batch larger than one multi-row INSERT is kept
 /// whole.
