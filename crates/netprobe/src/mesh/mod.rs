@@ -888,6 +888,18 @@ mod tests {
         }
     }
 
+    /// A mesh state on a fresh SQLite store (the directory lives as long as the first value).
+    async fn with_store() -> (tempfile::TempDir, Arc<store::SqliteStore>, MeshState) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(
+            store::SqliteStore::open(&dir.path().join("h.db"))
+                .await
+                .unwrap(),
+        );
+        let st = state(Some(Arc::clone(&db) as Arc<dyn Store>));
+        (dir, db, st)
+    }
+
     fn key(node: &str, ip: [u8; 4]) -> PairKey {
         PairKey {
             node: node.to_owned(),
@@ -935,13 +947,7 @@ mod tests {
     /// newest `limit` per address; a store write makes one row per pair.
     #[tokio::test]
     async fn history_reads_unwritten_and_stored_rounds_once_each() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(
-            store::SqliteStore::open(&dir.path().join("h.db"))
-                .await
-                .unwrap(),
-        );
-        let st = state(Some(Arc::clone(&db) as Arc<dyn Store>));
+        let (_dir, db, st) = with_store().await;
         let (b1, b2, c) = (
             key("node-b", [198, 51, 100, 2]),
             key("node-b", [198, 51, 100, 3]),
@@ -1019,13 +1025,7 @@ mod tests {
     /// the history until a write takes the waiting ones; the matrix still gets every round.
     #[tokio::test]
     async fn rounds_waiting_for_the_store_are_bounded() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(
-            store::SqliteStore::open(&dir.path().join("h.db"))
-                .await
-                .unwrap(),
-        );
-        let st = state(Some(Arc::clone(&db) as Arc<dyn Store>));
+        let (_dir, db, st) = with_store().await;
         let (b, c) = (
             key("node-b", [198, 51, 100, 2]),
             key("node-c", [198, 51, 100, 3]),
