@@ -5,9 +5,9 @@
 //! start order (integers as varints, so a 50 µs RTT in nanoseconds takes 3 bytes): start time in
 //! Unix epoch nanoseconds, protocol, probes sent and answered, the seven RTT aggregates in
 //! nanoseconds, the last send and receive times as nanoseconds after the start, the reason and
-//! the fallback reason. An ICMP round takes about 60 bytes against ~300 as JSON. Chunks converted from the
-//! schema-4 table `mesh_rounds` are the JSON array of those rounds' [`RoundStats`] (first byte
-//! `[`); [`decode`] reads both.
+//! the fallback reason. An ICMP round takes about 60 bytes against ~300 as JSON. Chunks copied
+//! from the schema-4 table `mesh_rounds` are JSON arrays of [`RoundStats`] (first byte `[`);
+//! [`decode`] reads both.
 
 use serde::{Deserialize, Serialize};
 use store::MeshChunkRecord;
@@ -71,8 +71,12 @@ impl OpenChunk {
             rtt_p50_ns: to_ns(round.rtt_p50),
             rtt_p99_ns: to_ns(round.rtt_p99),
             jitter_ns: to_ns(round.jitter),
-            last_send_after_ns: round.last_send_ns.map(|t| t - round.started_ns),
-            last_receive_after_ns: round.last_receive_ns.map(|t| t - round.started_ns),
+            last_send_after_ns: round
+                .last_send_ns
+                .map(|t| t.saturating_sub(round.started_ns)),
+            last_receive_after_ns: round
+                .last_receive_ns
+                .map(|t| t.saturating_sub(round.started_ns)),
             reason: round.reason.as_deref(),
             fallback_reason: round.fallback_reason.as_deref(),
         };
@@ -157,8 +161,11 @@ pub fn decode(data: &[u8]) -> Result<Vec<RoundStats>, String> {
                     rtt_p50: to_seconds(p.rtt_p50_ns),
                     rtt_p99: to_seconds(p.rtt_p99_ns),
                     jitter: to_seconds(p.jitter_ns),
-                    last_send_ns: p.last_send_after_ns.map(|d| p.started_ns + d),
-                    last_receive_ns: p.last_receive_after_ns.map(|d| p.started_ns + d),
+                    // Saturating: stored bytes may be damaged, and decoding never panics.
+                    last_send_ns: p.last_send_after_ns.map(|d| p.started_ns.saturating_add(d)),
+                    last_receive_ns: p
+                        .last_receive_after_ns
+                        .map(|d| p.started_ns.saturating_add(d)),
                     started_ns: p.started_ns,
                     reason: p.reason.map(str::to_owned),
                 });
@@ -279,6 +286,28 @@ mod tests {
         assert!(decode(b"[{").unwrap_err().starts_with("JSON chunk"));
         // A protocol index past the last variant.
         assert!(decode(&[FORMAT_1, 2, 9]).is_err());
+        // Times that overflow when added up saturate instead of panicking.
+        let packed = Packed {
+            started_ns: i64::MAX,
+            protocol: MeshProtocol::Icmp,
+            sent: 1,
+            received: 0,
+            rtt_min_ns: None,
+            rtt_avg_ns: None,
+            rtt_max_ns: None,
+            rtt_stddev_ns: None,
+            rtt_p50_ns: None,
+            rtt_p99_ns: None,
+            jitter_ns: None,
+            last_send_after_ns: Some(i64::MAX),
+            last_receive_after_ns: Some(1),
+            reason: None,
+            fallback_reason: None,
+        };
+        let bytes = postcard::to_extend(&packed, vec![FORMAT_1]).unwrap();
+        let got = decode(&bytes).unwrap();
+        assert_eq!(got[0].last_send_ns, Some(i64::MAX));
+        assert_eq!(got[0].last_receive_ns, Some(i64::MAX));
     }
 
     proptest! {
